@@ -1,0 +1,36 @@
+"""pretrain: train the CNN on Fashion-MNIST (validation split held out) and save its weights by layer name.
+
+Reads data/fashion_mnist.npz and params base.*, model.*, pretrain.*.
+Writes models/fashion.weights.h5 and DVCLive logs in metrics/logs/pretrain/.
+Run alone: dvc repro pretrain
+"""
+
+import argparse
+from pathlib import Path
+
+from tlpipe.cli import run
+from tlpipe.live import log_train_seconds, open_live
+from tlpipe.model import build_model
+from tlpipe.params import load_params
+from tlpipe.train import fit, load_train_val, make_deterministic
+from tlpipe.transfer import save_weights
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("weights_out", type=Path)
+    parser.add_argument("logs", type=Path)
+    args = parser.parse_args()
+    params = load_params()
+    make_deterministic(params.base.seed)
+    data = load_train_val(args.data, params.base)
+    model = build_model("fashion", params.model, params.base.image_size)
+    with open_live(args.logs) as live:
+        seconds = fit(model, data, params.pretrain, params.base.batch_size, params.base.seed, live)
+        log_train_seconds(live, seconds)
+    save_weights(model, args.weights_out)
+
+
+if __name__ == "__main__":
+    run(main)

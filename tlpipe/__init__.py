@@ -1,0 +1,1 @@
+"""Transfer learning from Fashion-MNIST to MNIST: the shared logic behind the DVC stages."""

@@ -1,0 +1,49 @@
+"""The one model builder: every model in the pipeline (pretrain, frozen head, fine-tune, scratch) comes from here."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from tlpipe.params import Model as ModelParams
+
+TASKS = ("fashion", "mnist")
+# The last layer of the feature extractor; everything after it is the task's head.
+FEATURES = "flatten"
+
+
+def build_model(task: str, arch: ModelParams, image_size: int, num_classes: int = 10) -> keras.Model:
+    """Build the CNN for `task`: a shared, named feature extractor and a task-specific named head.
+
+    The model takes raw uint8-valued pixels (as float or uint8) and rescales them itself, so every
+    stage feeds it the same arrays. Call keras.utils.set_random_seed first for a reproducible init.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    inputs = keras.Input((image_size, image_size, 1), name="image")
+    x = layers.Rescaling(1 / 255, name="rescale")(inputs)
+    for i, filters in enumerate(arch.conv_filters, start=1):
+        x = layers.Conv2D(filters, arch.kernel_size, padding="same", name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
+        if i < len(arch.conv_filters):
+            x = layers.MaxPooling2D(name=f"pool{i}")(x)
+    x = layers.Flatten(name=FEATURES)(x)
+    # Fashion's head is the seed's Dense(256); MNIST's is a new, differently named Dense(128) head.
+    width = arch.pretrain_dense if task == "fashion" else arch.head_dense
+    x = layers.Dense(width, activation="relu", name=f"{task}_dense")(x)
+    x = layers.Dropout(arch.dropout, name=f"{task}_dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name=f"{task}_out")(x)
+    return keras.Model(inputs, outputs, name=f"{task}_cnn")
+
+
+def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """Return (extractor, head) models that share `model`'s layers, split after the `flatten` layer."""
+    names = [layer.name for layer in model.layers]
+    cut = names.index(FEATURES)
+    extractor = keras.Model(model.input, model.get_layer(FEATURES).output, name="extractor")
+    features = keras.Input(model.get_layer(FEATURES).output.shape[1:], name="features")
+    x = features
+    for layer in model.layers[cut + 1 :]:
+        x = layer(x)
+    return extractor, keras.Model(features, x, name="head")
