@@ -9,11 +9,9 @@ import argparse
 from pathlib import Path
 
 from tlpipe.cli import run
-from tlpipe.live import log_train_seconds, open_live
 from tlpipe.model import build_model
 from tlpipe.params import load_params
-from tlpipe.train import fit, load_train_val, make_deterministic
-from tlpipe.transfer import save_weights
+from tlpipe.train import load_train_val, make_deterministic, train_and_save
 
 
 def main() -> None:
@@ -26,10 +24,7 @@ def main() -> None:
     make_deterministic(params.base.seed)
     data = load_train_val(args.data, params.base)
     model = build_model("fashion", params.model, params.base.image_size)
-    with open_live(args.logs) as live:
-        seconds = fit(model, data, params.pretrain, params.base.batch_size, params.base.seed, live)
-        log_train_seconds(live, seconds)
-    save_weights(model, args.weights_out)
+    train_and_save(model, data, params.pretrain, params.base, args.logs, args.weights_out)
 
 
 if __name__ == "__main__":

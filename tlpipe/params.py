@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import re
@@ -84,7 +85,9 @@ class Train:
         _at_least(self.epochs, 1, f"{where}.epochs")
         _positive(self.lr, f"{where}.lr")
         if self.schedule not in SCHEDULES:
-            raise PipelineError(f"params.yaml: {where}.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+            raise PipelineError(
+                f"params.yaml: {where}.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -198,10 +201,8 @@ def _convert(hint: object, value: object, key: str):
     if hint is float:
         # YAML reads 1e-4 (no dot) as a string; accept what Python reads as a number.
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise PipelineError(f"params.yaml: {key} must be a number, got {_describe(value)}")
         return float(value)

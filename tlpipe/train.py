@@ -12,8 +12,11 @@ import numpy as np
 import tensorflow as tf
 
 from tlpipe.data import load_npz, split_train_val
+from tlpipe.errors import PipelineError
+from tlpipe.live import log_train_seconds, open_live
 from tlpipe.model import split_at_features
 from tlpipe.params import Base, Train
+from tlpipe.transfer import save_weights
 
 
 def make_deterministic(seed: int) -> None:
@@ -84,13 +87,14 @@ def fit(model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int
         validation_data=make_dataset(data.x_val, data.y_val, batch_size),
         epochs=phase.epochs,
         callbacks=[LiveLogger(live, first_epoch)],
+        shuffle=False,  # the dataset reshuffles itself, seeded
         verbose=2,
     )
     return time.perf_counter() - start
 
 
 def fit_head_on_features(
-    model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live
+    model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1
 ) -> float:
     """Train only the head, on extractor outputs computed once per image.
 
@@ -100,12 +104,18 @@ def fit_head_on_features(
     """
     start = time.perf_counter()
     extractor, head = split_at_features(model)
+    if extractor.trainable_weights:
+        trainable = sorted({w.path.split("/")[0] for w in extractor.trainable_weights})
+        raise PipelineError(
+            f"params.yaml: frozen_head.cache_features needs the whole extractor frozen, but {trainable} "
+            "are not in transfer.freeze; add them or set frozen_head.cache_features: false"
+        )
 
     def features(x: np.ndarray) -> np.ndarray:
         return extractor.predict(make_dataset(x, np.zeros(len(x), np.uint8), batch_size), verbose=0)
 
     cached = Data(features(data.x_train), data.y_train, features(data.x_val), data.y_val)
-    fit(head, cached, phase, batch_size, seed, live)
+    fit(head, cached, phase, batch_size, seed, live, first_epoch)
     return time.perf_counter() - start
 
 
@@ -113,3 +123,15 @@ def load_train_val(path: Path, base: Base) -> Data:
     """A dataset's training arrays split into training and validation parts by `base.val_size` and `base.seed`."""
     arrays = load_npz(path)
     return Data(*split_train_val(arrays["x_train"], arrays["y_train"], base.val_size, base.seed))
+
+
+def train_and_save(
+    model: keras.Model, data: Data, phase: Train, base: Base, logs: Path, weights_out: Path,
+    first_epoch: int = 1, head_only: bool = False,
+) -> None:
+    """Train one phase with DVCLive logs (and its wall time) in `logs`, then save the weights by layer name."""
+    train = fit_head_on_features if head_only else fit
+    with open_live(logs) as live:
+        seconds = train(model, data, phase, base.batch_size, base.seed, live, first_epoch)
+        log_train_seconds(live, seconds)
+    save_weights(model, weights_out)

@@ -123,3 +123,8 @@ def set_trainable(model: keras.Model, names: list[str], trainable: bool, key: st
 def trainable_count(model: keras.Model) -> int:
     """Number of trainable scalars in `model`."""
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def batchnorm_layers(model: keras.Model) -> list[str]:
+    """Names of the model's BatchNormalization layers (selected by role, not position)."""
+    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]

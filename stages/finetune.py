@@ -1,0 +1,38 @@
+"""finetune: MNIST epochs N+1..N+M. Load the frozen-head model, unfreeze it, train everything at a low rate.
+
+Reads models/frozen_head.weights.h5, data/mnist.npz and params base.*, model.*, frozen_head.epochs, finetune.*.
+Writes models/finetune.weights.h5 and DVCLive logs in metrics/logs/finetune/.
+Run alone: dvc repro finetune
+"""
+
+import argparse
+from pathlib import Path
+
+from tlpipe.cli import run
+from tlpipe.model import build_model
+from tlpipe.params import load_params
+from tlpipe.train import load_train_val, make_deterministic, train_and_save
+from tlpipe.transfer import batchnorm_layers, load_weights, set_trainable
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("weights", type=Path)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("weights_out", type=Path)
+    parser.add_argument("logs", type=Path)
+    args = parser.parse_args()
+    params = load_params()
+    make_deterministic(params.base.seed)
+    data = load_train_val(args.data, params.base)
+    model = build_model("mnist", params.model, params.base.image_size)
+    load_weights(model, args.weights)
+    if params.finetune.bn_inference:
+        # Keras guide: keep BatchNormalization frozen (inference mode) so fine-tuning does not wreck its statistics.
+        set_trainable(model, batchnorm_layers(model), False, "finetune.bn_inference")
+    first_epoch = params.frozen_head.epochs + 1
+    train_and_save(model, data, params.finetune, params.base, args.logs, args.weights_out, first_epoch)
+
+
+if __name__ == "__main__":
+    run(main)

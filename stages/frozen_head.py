@@ -1,0 +1,44 @@
+"""frozen_head: MNIST epochs 1..N. Transfer the Fashion extractor by layer name, freeze it, train the new head.
+
+Reads models/fashion.weights.h5, data/mnist.npz and params base.*, model.*, transfer.*, frozen_head.*.
+Writes models/frozen_head.weights.h5, metrics/transfer_report.json (what was copied, skipped, frozen)
+and DVCLive logs in metrics/logs/frozen_head/.
+Run alone: dvc repro frozen_head
+"""
+
+import argparse
+from pathlib import Path
+
+from tlpipe.cli import run
+from tlpipe.io import write_json
+from tlpipe.model import build_model
+from tlpipe.params import load_params
+from tlpipe.train import load_train_val, make_deterministic, train_and_save
+from tlpipe.transfer import set_trainable, trainable_count, transfer_by_name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("source_weights", type=Path)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("weights_out", type=Path)
+    parser.add_argument("report_out", type=Path)
+    parser.add_argument("logs", type=Path)
+    args = parser.parse_args()
+    params = load_params()
+    make_deterministic(params.base.seed)
+    data = load_train_val(args.data, params.base)
+    model = build_model("mnist", params.model, params.base.image_size)
+    report = transfer_by_name(model, args.source_weights, params.transfer.layers)
+    set_trainable(model, params.transfer.freeze, False, "transfer.freeze")
+    report["frozen"] = params.transfer.freeze
+    report["trainable_params"] = trainable_count(model)
+    train_and_save(
+        model, data, params.frozen_head, params.base, args.logs, args.weights_out,
+        head_only=params.frozen_head.cache_features,
+    )
+    write_json(args.report_out, report)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,31 @@
+"""scratch: the same MNIST model from random init, trained on the transfer run's whole epoch budget.
+
+Reads data/mnist.npz and params base.*, model.*, scratch.*.
+Writes models/scratch.weights.h5 and DVCLive logs in metrics/logs/scratch/.
+Run alone: dvc repro scratch
+"""
+
+import argparse
+from pathlib import Path
+
+from tlpipe.cli import run
+from tlpipe.model import build_model
+from tlpipe.params import load_params
+from tlpipe.train import load_train_val, make_deterministic, train_and_save
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("weights_out", type=Path)
+    parser.add_argument("logs", type=Path)
+    args = parser.parse_args()
+    params = load_params()
+    make_deterministic(params.base.seed)
+    data = load_train_val(args.data, params.base)
+    model = build_model("mnist", params.model, params.base.image_size)
+    train_and_save(model, data, params.scratch, params.base, args.logs, args.weights_out)
+
+
+if __name__ == "__main__":
+    run(main)

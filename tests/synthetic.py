@@ -1,0 +1,63 @@
+"""Tiny synthetic IDX datasets and params for fast tests (no real data, no network)."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+import struct
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from tlpipe.data import DATASETS, FILES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An uncompressed IDX payload of unsigned bytes."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def synthetic_arrays(n_train: int, n_test: int, seed: int, size: int = 28) -> dict[str, np.ndarray]:
+    """Learnable toy digits: class k lights up a bright block at a class-specific place, plus noise."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = np.arange(n) % 10
+        rng.shuffle(y)
+        x = rng.integers(0, 60, size=(n, size, size))
+        for k in range(10):
+            r, c = divmod(k, 4)
+            x[y == k, r * 7 : r * 7 + 7, c * 7 : c * 7 + 7] += 180
+        out[f"x_{split}"], out[f"y_{split}"] = x.astype(np.uint8), y.astype(np.uint8)
+    return out
+
+
+def write_mirror(root: Path, n_train: int = 400, n_test: int = 100) -> dict[str, dict[str, str]]:
+    """Write both datasets as <root>/<folder>/*.gz; return their payload SHA-256s as in params download.sha256."""
+    digests = {}
+    for i, folder in enumerate(DATASETS.values()):
+        arrays = synthetic_arrays(n_train, n_test, seed=i)
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        digests[folder] = {}
+        for stem, (key, _) in FILES.items():
+            payload = idx_bytes(arrays[key])
+            (root / folder / f"{stem}.gz").write_bytes(gzip.compress(payload))
+            digests[folder][stem] = hashlib.sha256(payload).hexdigest()
+    return digests
+
+
+def tiny_params(digests: dict[str, dict[str, str]]) -> dict:
+    """The repository's params.yaml shrunk for seconds-long runs on the synthetic data."""
+    params = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    params["base"].update(batch_size=32, val_size=50)
+    params["download"].update(dirs={}, urls={}, sha256=digests, retries=1, backoff_s=0.0)
+    params["model"].update(conv_filters=[4, 8, 8], pretrain_dense=16, head_dense=8)
+    for stage in ("pretrain", "frozen_head", "finetune", "scratch"):
+        params[stage]["epochs"] = 2
+    params["scratch"]["epochs"] = 4
+    return params

@@ -1,0 +1,103 @@
+"""The comparison: test-set evaluation, curves, confusion data, the metrics JSON and a PNG for people."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tlpipe.io import atomic_path, write_text
+from tlpipe.train import make_dataset
+
+# Files written into the plots folder; dvc.yaml's top-level `plots:` names the same files.
+CURVE_CSV = "{run}_curve.csv"
+CONFUSION_CSV = "{run}_confusion.csv"
+ACCURACY_PNG = "accuracy.png"
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+    """Test accuracy, mean cross-entropy and per-image predictions of `model` on (x, y), in one pass."""
+    probs = model.predict(make_dataset(x, y, batch_size), verbose=0)
+    picked = np.clip(probs[np.arange(len(y)), y.astype(np.int64)], 1e-7, 1.0)
+    predicted = probs.argmax(axis=1)
+    return {
+        "test_accuracy": round(float((predicted == y).mean()), 6),
+        "test_loss": round(float(-np.log(picked).mean()), 6),
+        "predicted": predicted,
+    }
+
+
+def epochs_to_threshold(curve: list[dict], threshold: float) -> int | None:
+    """First epoch whose validation accuracy reaches `threshold`; None if none does."""
+    return next((row["epoch"] for row in curve if row["val_accuracy"] >= threshold), None)
+
+
+def compare_metrics(
+    results: dict[str, dict], curves: dict[str, list[dict]], seconds: dict[str, float], threshold: float
+) -> dict:
+    """The compare.json content: test numbers per model, gain, epochs to threshold and training time per run."""
+    metrics = {
+        "pretrain": {"test_accuracy": results["pretrain"]["test_accuracy"]},
+        "frozen_head": {"test_accuracy": results["frozen_head"]["test_accuracy"]},
+        "gain": {"test_accuracy": round(results["transfer"]["test_accuracy"] - results["scratch"]["test_accuracy"], 6)},
+        "threshold": threshold,
+    }
+    for run, curve in curves.items():
+        metrics[run] = {
+            "test_accuracy": results[run]["test_accuracy"],
+            "test_loss": results[run]["test_loss"],
+            "epochs_to_threshold": epochs_to_threshold(curve, threshold),
+            "best_val_accuracy": max(row["val_accuracy"] for row in curve),
+            "train_seconds": round(seconds[run], 2),
+        }
+    return metrics
+
+
+def to_csv(rows: list[dict]) -> str:
+    """Rows of equal keys as CSV text with a header."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_curves(plots: Path, curves: dict[str, list[dict]]) -> None:
+    """One CSV per run (epoch, val_accuracy, val_loss); dvc.yaml overlays them in one chart."""
+    for run, rows in curves.items():
+        write_text(plots / CURVE_CSV.format(run=run), to_csv(rows))
+
+
+def write_confusion(plots: Path, run: str, actual: np.ndarray, predicted: np.ndarray) -> None:
+    """Per-image (actual, predicted) pairs, for DVC's `confusion` template."""
+    rows = [{"actual": int(a), "predicted": int(p)} for a, p in zip(actual, predicted, strict=True)]
+    write_text(plots / CONFUSION_CSV.format(run=run), to_csv(rows))
+
+
+def plot_accuracy_png(path: Path, curves: dict[str, list[dict]], boundary: float, title: str) -> None:
+    """Validation accuracy per epoch for every run, with the frozen/fine-tune boundary marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for run, rows in curves.items():
+        ax.plot([r["epoch"] for r in rows], [r["val_accuracy"] for r in rows], marker="o", label=run)
+    ax.axvline(boundary, color="grey", linestyle="--", linewidth=1)
+    ax.annotate(
+        "frozen head | fine-tune", (boundary, 0.02), xycoords=("data", "axes fraction"), ha="center",
+        fontsize=8, color="grey", backgroundcolor="white",
+    )
+    ax.set_xlabel("MNIST epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
