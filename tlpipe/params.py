@@ -162,7 +162,7 @@ def _build(cls: type, raw: object, where: str):
     unknown = [k for k in raw if k not in names]
     if unknown:
         key = unknown[0]
-        close = difflib.get_close_matches(str(key), names, n=1)
+        close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.4)
         hint = f"; did you mean '{_join(where, close[0])}'?" if close else f"; known keys: {', '.join(names)}"
         raise PipelineError(f"params.yaml: unknown key '{_join(where, key)}'{hint}")
     missing = [n for n in names if n not in raw]

@@ -50,7 +50,7 @@ def read_weights(path: str | Path) -> dict[str, list[np.ndarray]]:
         raise PipelineError(f"{path}: not a readable HDF5 weights file ({e})") from e
 
 
-def _assign(layer: keras.layers.Layer, arrays: list[np.ndarray], path: Path) -> list[list[int]]:
+def _assign(layer: keras.layers.Layer, arrays: list[np.ndarray], path: Path) -> list[str]:
     expected = [tuple(w.shape) for w in layer.weights]
     got = [tuple(a.shape) for a in arrays]
     if expected != got:
@@ -59,7 +59,7 @@ def _assign(layer: keras.layers.Layer, arrays: list[np.ndarray], path: Path) -> 
             "the file comes from a different architecture"
         )
     layer.set_weights(arrays)
-    return [list(s) for s in got]
+    return ["x".join(map(str, s)) for s in got]
 
 
 def load_weights(model: keras.Model, path: str | Path) -> None:

@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny synthetic mirror, tiny params and tiny models (CPU only, seconds)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tests.synthetic import tiny_params, write_mirror  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mirror(tmp_path_factory) -> tuple[Path, dict]:
+    """A synthetic mirror folder and the payload digests of its files."""
+    root = tmp_path_factory.mktemp("mirror")
+    return root, write_mirror(root)
+
+
+@pytest.fixture
+def params_file(tmp_path, mirror) -> Path:
+    """A valid tiny params.yaml in a temp folder."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params(mirror[1])))
+    return path

@@ -1,0 +1,77 @@
+import pytest
+import yaml
+
+from tlpipe.errors import PipelineError
+from tlpipe.params import load_params
+
+
+def edit(path, dotted, value=None, delete=False):
+    raw = yaml.safe_load(path.read_text())
+    *parents, last = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    if delete:
+        del node[last]
+    else:
+        node[last] = value
+    path.write_text(yaml.safe_dump(raw))
+
+
+def test_repository_params_are_valid():
+    params = load_params("params.yaml")
+    assert params.frozen_head.epochs + params.finetune.epochs == params.scratch.epochs
+    assert params.finetune.lr < params.frozen_head.lr
+
+
+def test_values_are_typed(params_file):
+    params = load_params(params_file)
+    assert params.base.batch_size == 32
+    assert isinstance(params.finetune.lr, float)
+    assert params.transfer.layers == ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
+
+
+def test_exponent_without_dot_is_a_number(params_file):
+    # YAML 1.1 reads `1e-4` as a string; the schema accepts it as the number it is.
+    params_file.write_text(params_file.read_text().replace("lr: 0.0001", "lr: 1e-4"))
+    assert load_params(params_file).finetune.lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "message"),
+    [
+        ("finetune.lr_rate", 0.1, "unknown key 'finetune.lr_rate'; did you mean 'finetune.lr'?"),
+        ("pretrain.epochs", "ten", "pretrain.epochs must be an integer, got 'ten'"),
+        ("pretrain.epochs", 0, "pretrain.epochs must be >= 1, got 0"),
+        ("scratch.lr", -0.1, "scratch.lr must be > 0, got -0.1"),
+        ("finetune.lr", 0, "finetune.lr must be > 0, got 0"),
+        ("base.batch_size", 0, "base.batch_size must be >= 1, got 0"),
+        ("finetune.bn_inference", "yes", "finetune.bn_inference must be true or false"),
+        ("pretrain.schedule", "step", "pretrain.schedule must be one of ['constant', 'cosine']"),
+        ("model.dropout", 1.0, "model.dropout must be in [0, 1)"),
+        ("transfer.layers", [], "transfer.layers must name at least one layer"),
+        ("compare.threshold", 1.5, "compare.threshold must be in (0, 1]"),
+        ("download.sha256.mnist.t10k-labels-idx1-ubyte", "abc", "download.sha256.mnist.t10k-labels-idx1-ubyte"),
+    ],
+)
+def test_bad_values_name_the_key(params_file, dotted, value, message):
+    edit(params_file, dotted, value)
+    with pytest.raises(PipelineError) as err:
+        load_params(params_file)
+    assert message in str(err.value)
+    assert str(params_file) in str(err.value)
+
+
+def test_missing_section(params_file):
+    edit(params_file, "finetune", delete=True)
+    with pytest.raises(PipelineError, match="missing section 'finetune'"):
+        load_params(params_file)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(PipelineError, match="cannot read"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("base: [unclosed\n")
+    with pytest.raises(PipelineError, match="not valid YAML"):
+        load_params(bad)

@@ -1,0 +1,146 @@
+"""End to end: `dvc repro` in a temporary copy of the repository on tiny synthetic IDX data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from tests.synthetic import ROOT, tiny_params
+
+COPY = ["dvc.yaml", "stages", "tlpipe", ".dvc/config", ".dvcignore", ".gitignore"]
+WEIGHTS = ["fashion", "frozen_head", "finetune", "scratch"]
+
+
+def sh(cwd: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, mirror):
+    """A repository copy with tiny params, after one full `dvc repro`."""
+    root = tmp_path_factory.mktemp("repo")
+    for name in COPY:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(mirror[1])))
+    env = os.environ | {
+        "DATA_MIRROR": str(mirror[0]),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(root),
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "tiny")  # DVCLive needs a commit to exist
+    sh(root, "dvc", "repro", env=env)
+    return root, env
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_output_is_written(repo):
+    root, _ = repo
+    for name in WEIGHTS:
+        with h5py.File(root / "models" / f"{name}.weights.h5") as f:
+            assert f.attrs["format"] == "tlpipe-named-weights"
+    for stage in ("pretrain", "frozen_head", "finetune", "scratch"):
+        assert "train_seconds" in json.loads((root / "metrics/logs" / stage / "metrics.json").read_text())
+    report = json.loads((root / "metrics/transfer_report.json").read_text())
+    assert sorted(report["copied"]) == ["bn1", "bn2", "bn3", "conv1", "conv2", "conv3"]
+    assert report["skipped"] == {"mnist_dense": "not in source", "mnist_out": "not in source"}
+    assert (root / "metrics/plots/accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(root.rglob(".*.tmp*")), "temporary files left behind"
+
+
+def test_compare_json_schema(repo):
+    root, _ = repo
+    metrics = json.loads((root / "metrics/compare.json").read_text())
+    for run in ("transfer", "scratch"):
+        assert set(metrics[run]) >= {"test_accuracy", "test_loss", "epochs_to_threshold", "train_seconds"}
+        assert 0 <= metrics[run]["test_accuracy"] <= 1 and metrics[run]["test_loss"] > 0
+        assert metrics[run]["train_seconds"] > 0
+    for key in ("pretrain", "frozen_head"):
+        assert 0 <= metrics[key]["test_accuracy"] <= 1
+    gain = metrics["transfer"]["test_accuracy"] - metrics["scratch"]["test_accuracy"]
+    assert metrics["gain"]["test_accuracy"] == pytest.approx(gain, abs=1e-6)
+
+
+def test_curves_and_confusion(repo):
+    root, _ = repo
+    transfer = read_csv(root / "metrics/plots/transfer_curve.csv")
+    scratch = read_csv(root / "metrics/plots/scratch_curve.csv")
+    assert [int(r["epoch"]) for r in transfer] == [1, 2, 3, 4]  # frozen_head 1-2, then finetune 3-4
+    assert [int(r["epoch"]) for r in scratch] == [1, 2, 3, 4]
+    assert set(transfer[0]) == {"epoch", "val_accuracy", "val_loss"}
+    confusion = read_csv(root / "metrics/plots/transfer_confusion.csv")
+    assert len(confusion) == 100 and {int(r["actual"]) for r in confusion} == set(range(10))
+
+
+def test_status_clean_and_plots_render(repo, tmp_path):
+    root, env = repo
+    assert "up to date" in sh(root, "dvc", "status", env=env).stdout
+    sh(root, "dvc", "plots", "show", "-o", str(tmp_path / "plots"), env=env)
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert "transfer_curve.csv" in page and "confusion" in page
+
+
+def test_finetune_change_reruns_only_finetune_and_compare(repo):
+    root, env = repo
+    original = (root / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["finetune"]["lr"] = 0.0003
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        changed = sh(root, "dvc", "status", env=env).stdout
+        out = sh(root, "dvc", "repro", env=env).stdout
+    finally:
+        (root / "params.yaml").write_text(original)
+        sh(root, "dvc", "repro", env=env)
+    assert "finetune:" in changed and "frozen_head:" not in changed and "scratch:" not in changed
+    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+    assert ran == ["finetune", "compare"]
+
+
+def test_forced_rerun_gives_identical_numbers_and_weights(repo):
+    root, env = repo
+
+    def snapshot() -> tuple[dict, dict]:
+        metrics = json.loads((root / "metrics/compare.json").read_text())
+        for run in ("transfer", "scratch"):
+            metrics[run].pop("train_seconds")  # wall time is the one thing allowed to differ
+        weights = {}
+        for name in WEIGHTS:
+            with h5py.File(root / "models" / f"{name}.weights.h5") as f:
+                for layer, group in f.items():
+                    weights |= {f"{name}/{layer}/{i}": group[i][()] for i in group}
+        curves = (root / "metrics/plots/transfer_curve.csv").read_text()
+        return metrics | {"curves": curves, "report": (root / "metrics/transfer_report.json").read_text()}, weights
+
+    first_metrics, first_weights = snapshot()
+    sh(root, "dvc", "repro", "-f", env=env)
+    second_metrics, second_weights = snapshot()
+    assert first_metrics == second_metrics
+    assert first_weights.keys() == second_weights.keys() and len(first_weights) > 20
+    for key, value in first_weights.items():
+        np.testing.assert_array_equal(value, second_weights[key], err_msg=key)

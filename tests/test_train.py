@@ -1,0 +1,101 @@
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from tests.synthetic import synthetic_arrays
+from tlpipe.errors import PipelineError
+from tlpipe.model import build_model
+from tlpipe.params import load_params
+from tlpipe.report import compare_metrics, epochs_to_threshold
+from tlpipe.train import Data, fit, fit_head_on_features, make_deterministic
+from tlpipe.transfer import set_trainable
+
+EXTRACTOR = ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
+
+
+class NullLive:
+    step = 0
+
+    def log_metric(self, *_):
+        pass
+
+    def next_step(self):
+        pass
+
+
+@pytest.fixture
+def setup(params_file):
+    params = load_params(params_file)
+    arrays = synthetic_arrays(96, 1, seed=0)
+    data = Data(arrays["x_train"][:64], arrays["y_train"][:64], arrays["x_train"][64:], arrays["y_train"][64:])
+    phase = dataclasses.replace(params.frozen_head, epochs=2)
+    return params, data, phase
+
+
+def frozen_model(params, seed=0):
+    make_deterministic(seed)
+    model = build_model("mnist", params.model, params.base.image_size)
+    set_trainable(model, EXTRACTOR, False, "transfer.freeze")
+    return model
+
+
+def test_cached_features_give_the_same_head_as_full_forward(setup):
+    params, data, phase = setup
+    full = frozen_model(params)
+    fit(full, data, phase, 16, 7, NullLive())
+    cached = frozen_model(params)
+    fit_head_on_features(cached, data, phase, 16, 7, NullLive())
+    for name in ("mnist_dense", "mnist_out"):
+        for a, b in zip(full.get_layer(name).get_weights(), cached.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # and training really moved the head, so the comparison is not vacuous
+    untrained = frozen_model(params)
+    assert not np.allclose(untrained.get_layer("mnist_out").get_weights()[0], full.get_layer("mnist_out").get_weights()[0])
+
+
+def test_cached_features_need_a_frozen_extractor(setup):
+    params, data, phase = setup
+    make_deterministic(0)
+    model = build_model("mnist", params.model, params.base.image_size)
+    set_trainable(model, ["conv1", "bn1"], False, "transfer.freeze")
+    with pytest.raises(PipelineError, match="cache_features needs the whole extractor frozen"):
+        fit_head_on_features(model, data, phase, 16, 7, NullLive())
+
+
+def test_same_seed_same_weights(setup):
+    params, data, phase = setup
+    runs = []
+    for _ in range(2):
+        make_deterministic(5)
+        model = build_model("mnist", params.model, params.base.image_size)
+        fit(model, data, phase, 16, 5, NullLive())
+        runs.append(model.get_weights())
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_epochs_to_threshold():
+    curve = [{"epoch": e, "val_accuracy": a} for e, a in [(1, 0.9), (2, 0.99), (3, 0.995)]]
+    assert epochs_to_threshold(curve, 0.99) == 2
+    assert epochs_to_threshold(curve, 0.999) is None
+
+
+def test_compare_metrics():
+    results = {
+        "pretrain": {"test_accuracy": 0.9},
+        "frozen_head": {"test_accuracy": 0.97},
+        "transfer": {"test_accuracy": 0.993, "test_loss": 0.02},
+        "scratch": {"test_accuracy": 0.990, "test_loss": 0.03},
+    }
+    curves = {
+        "transfer": [{"epoch": 1, "val_accuracy": 0.98}, {"epoch": 2, "val_accuracy": 0.992}],
+        "scratch": [{"epoch": 1, "val_accuracy": 0.97}, {"epoch": 2, "val_accuracy": 0.985}],
+    }
+    metrics = compare_metrics(results, curves, {"transfer": 10.123, "scratch": 20.0}, 0.99)
+    assert metrics["gain"]["test_accuracy"] == pytest.approx(0.003)
+    assert metrics["transfer"]["epochs_to_threshold"] == 2
+    assert metrics["scratch"]["epochs_to_threshold"] is None
+    assert metrics["transfer"]["train_seconds"] == 10.12
+    assert metrics["scratch"]["best_val_accuracy"] == 0.985

@@ -1,0 +1,144 @@
+import dataclasses
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from tests.synthetic import synthetic_arrays
+from tlpipe.errors import PipelineError
+from tlpipe.model import build_model
+from tlpipe.params import load_params
+from tlpipe.train import Data, compile_model, make_dataset
+from tlpipe.transfer import (
+    batchnorm_layers,
+    load_weights,
+    save_weights,
+    set_trainable,
+    trainable_count,
+    transfer_by_name,
+)
+
+EXTRACTOR = ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
+
+
+@pytest.fixture
+def params(params_file):
+    return load_params(params_file)
+
+
+def build(task, params, seed):
+    keras.utils.set_random_seed(seed)
+    return build_model(task, params.model, params.base.image_size)
+
+
+@pytest.fixture
+def fashion_file(tmp_path, params):
+    model = build("fashion", params, seed=1)
+    path = tmp_path / "fashion.weights.h5"
+    save_weights(model, path)
+    return model, path
+
+
+def test_models_share_extractor_names_and_differ_in_heads(params):
+    fashion, mnist = build("fashion", params, 0), build("mnist", params, 0)
+    f_names, m_names = [layer.name for layer in fashion.layers], [layer.name for layer in mnist.layers]
+    assert f_names[: f_names.index("flatten") + 1] == m_names[: m_names.index("flatten") + 1]
+    assert "fashion_dense" in f_names and "mnist_dense" in m_names and "fashion_dense" not in m_names
+    assert fashion.get_layer("fashion_dense").units == params.model.pretrain_dense
+    assert mnist.get_layer("mnist_dense").units == params.model.head_dense
+    assert batchnorm_layers(mnist) == ["bn1", "bn2", "bn3"]
+
+
+def test_transfer_copies_exactly_the_listed_layers(params, fashion_file):
+    source, path = fashion_file
+    target = build("mnist", params, seed=2)
+    head_before = [w.copy() for w in target.get_layer("mnist_dense").get_weights()]
+    report = transfer_by_name(target, path, EXTRACTOR)
+    assert sorted(report["copied"]) == sorted(EXTRACTOR)
+    assert report["copied"]["conv1"] == [f"3x3x1x{params.model.conv_filters[0]}", str(params.model.conv_filters[0])]
+    assert report["skipped"] == {"mnist_dense": "not in source", "mnist_out": "not in source"}
+    assert report["source_unused"] == ["fashion_dense", "fashion_out"]
+    for name in EXTRACTOR:
+        for got, want in zip(target.get_layer(name).get_weights(), source.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(got, want)
+    for got, want in zip(target.get_layer("mnist_dense").get_weights(), head_before, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_partial_transfer_reports_unlisted_layers(params, fashion_file):
+    _, path = fashion_file
+    report = transfer_by_name(build("mnist", params, 2), path, ["conv1", "bn1"])
+    assert report["skipped"]["conv2"] == "not listed in transfer.layers"
+
+
+def test_transfer_errors(params, fashion_file, tmp_path):
+    _, path = fashion_file
+    target = build("mnist", params, 2)
+    with pytest.raises(PipelineError, match="transfer.layers names 'conv9'"):
+        transfer_by_name(target, path, ["conv9"])
+    with pytest.raises(PipelineError, match="has no layer 'mnist_dense' to transfer"):
+        transfer_by_name(target, path, ["mnist_dense"])
+    wider = dataclasses.replace(params.model, conv_filters=[5, 8, 8])
+    keras.utils.set_random_seed(0)
+    other = tmp_path / "other.weights.h5"
+    save_weights(build_model("fashion", wider, params.base.image_size), other)
+    with pytest.raises(PipelineError, match=r"layer 'conv1' has weight shapes \[\(3, 3, 1, 5\), \(5,\)\] in the file"):
+        transfer_by_name(target, other, EXTRACTOR)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "weights file is missing"), (b"", "weights file is empty"), (b"not hdf5 at all", "not a readable HDF5")],
+)
+def test_bad_weight_files(params, tmp_path, content, message):
+    path = tmp_path / "w.weights.h5"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(PipelineError, match=message):
+        load_weights(build("mnist", params, 0), path)
+
+
+def test_foreign_hdf5_and_wrong_model_are_rejected(params, tmp_path, fashion_file):
+    _, fashion_path = fashion_file
+    with pytest.raises(PipelineError, match=r"missing: \['mnist_dense', 'mnist_out'\]"):
+        load_weights(build("mnist", params, 0), fashion_path)
+    foreign = tmp_path / "keras.weights.h5"
+    with h5py.File(foreign, "w") as f:
+        f.create_dataset("x", data=[1])
+    with pytest.raises(PipelineError, match="is not a tlpipe-named-weights file"):
+        load_weights(build("mnist", params, 0), foreign)
+
+
+def test_save_load_round_trip(params, tmp_path):
+    model = build("mnist", params, 3)
+    path = tmp_path / "m.weights.h5"
+    save_weights(model, path)
+    fresh = build("mnist", params, 4)
+    load_weights(fresh, path)
+    for a, b in zip(model.get_weights(), fresh.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_freeze_by_name_leaves_extractor_unchanged_after_head_step(params, fashion_file):
+    _, path = fashion_file
+    model = build("mnist", params, 2)
+    transfer_by_name(model, path, EXTRACTOR)
+    set_trainable(model, EXTRACTOR, False, "transfer.freeze")
+    head = ["mnist_dense", "mnist_out"]
+    expected = sum(int(np.prod(w.shape)) for n in head for w in model.get_layer(n).weights)
+    assert trainable_count(model) == expected
+    before = {n: [w.copy() for w in model.get_layer(n).get_weights()] for n in EXTRACTOR + head}
+    arrays = synthetic_arrays(64, 1, seed=0)
+    data = Data(arrays["x_train"], arrays["y_train"], arrays["x_train"][:8], arrays["y_train"][:8])
+    compile_model(model, params.frozen_head, steps_per_epoch=2)
+    model.fit(make_dataset(data.x_train, data.y_train, 32), epochs=1, verbose=0)
+    for name in EXTRACTOR:  # BN moving statistics included: a frozen BN runs in inference mode
+        for got, want in zip(model.get_layer(name).get_weights(), before[name], strict=True):
+            np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(model.get_layer("mnist_dense").get_weights()[0], before["mnist_dense"][0])
+
+
+def test_freeze_unknown_name(params):
+    with pytest.raises(PipelineError, match="transfer.freeze names 'conv7'"):
+        set_trainable(build("mnist", params, 0), ["conv7"], False, "transfer.freeze")
