@@ -1,0 +1,188 @@
+"""Bad inputs through the real stage entry points: exit 1, one clear line, no traceback, no output left."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.synthetic import ROOT, idx_bytes, tiny_params
+
+STAGES = ROOT / "stages"
+
+
+def run_stage(cwd: Path, stage: str, *args: str, mirror: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TLPIPE_DEBUG"} | {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    env["DATA_MIRROR"] = str(mirror) if mirror else ""
+    return subprocess.run(
+        [sys.executable, str(STAGES / f"{stage}.py"), *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, stage: str, *fragments: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"error: {stage}: ")
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.fixture
+def workdir(tmp_path, mirror) -> Path:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(mirror[1])))
+    return tmp_path
+
+
+def set_param(workdir: Path, dotted: str, value) -> None:
+    raw = yaml.safe_load((workdir / "params.yaml").read_text())
+    *parents, last = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    (workdir / "params.yaml").write_text(yaml.safe_dump(raw))
+
+
+def pin(workdir: Path, file: str, payload: bytes) -> None:
+    """Pin a (bad) payload's checksum, to reach the IDX checks behind the checksum check."""
+    set_param(workdir, f"download.sha256.mnist.{file}", hashlib.sha256(payload).hexdigest())
+
+
+LABELS = "t10k-labels-idx1-ubyte"
+IMAGES = "t10k-images-idx3-ubyte"
+
+
+def payload_case(name):
+    """(file stem, .gz bytes, payload to pin or None, expected message fragment)."""
+    wrong_magic = b"\x00\x00\x0d\x01" + idx_bytes(np.zeros(100, np.uint8))[4:]
+    wrong_dims = idx_bytes(np.zeros((100, 27, 27), np.uint8))
+    too_few = idx_bytes(np.zeros(99, np.uint8))
+    bad_label = idx_bytes(np.full(100, 12, np.uint8))
+    return {
+        "corrupt gzip": (LABELS, b"\x1f\x8b\x08\x00garbage-garbage", None, "not a valid gzip file"),
+        "truncated gzip": (IMAGES, None, None, "not a valid gzip file"),
+        "checksum mismatch": (LABELS, gzip.compress(idx_bytes(np.ones(100, np.uint8))), None, "does not match the pinned"),
+        "wrong magic": (LABELS, gzip.compress(wrong_magic), wrong_magic, "wrong IDX magic"),
+        "wrong dimensions": (IMAGES, gzip.compress(wrong_dims), wrong_dims, "test images are (27, 27), expected (28, 28)"),
+        "count mismatch": (LABELS, gzip.compress(too_few), too_few, "100 test images but 99 test labels"),
+        "label out of range": (LABELS, gzip.compress(bad_label), bad_label, "test label 12 is outside 0-9"),
+        "missing file": (LABELS, "delete", None, "No such file or directory"),
+        "empty file": (LABELS, b"", None, "empty file"),
+    }[name]
+
+
+CASES = ["corrupt gzip", "truncated gzip", "checksum mismatch", "wrong magic", "wrong dimensions",
+         "count mismatch", "label out of range", "missing file", "empty file"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_dataset(workdir, mirror, case):
+    stem, content, pinned, message = payload_case(case)
+    bad = workdir / "mirror"
+    shutil.copytree(mirror[0], bad)
+    target = bad / "mnist" / f"{stem}.gz"
+    if content == "delete":
+        target.unlink()
+    elif content is None:  # truncate the good file
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    else:
+        target.write_bytes(content)
+    if pinned is not None:
+        pin(workdir, stem, pinned)
+    result = run_stage(workdir, "download", "data", mirror=bad)
+    assert_one_line_error(result, "download", "could not get mnist from any source", message, "DATA_MIRROR")
+    assert not (workdir / "data").exists() or not any((workdir / "data").iterdir())
+
+
+def test_no_source_at_all(workdir):
+    result = run_stage(workdir, "download", "data", mirror=None)
+    assert_one_line_error(result, "download", "no sources configured", "DATA_MIRROR=../shared/datasets")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, mirror) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(mirror[1])))
+    result = run_stage(root, "download", "data", mirror=mirror[0])
+    assert result.returncode == 0, result.stderr
+    return root / "data"
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "message"),
+    [
+        ("scratch.lr_rate", 0.1, "unknown key 'scratch.lr_rate'; did you mean 'scratch.lr'?"),
+        ("scratch.epochs", "ten", "scratch.epochs must be an integer, got 'ten'"),
+        ("scratch.epochs", 0, "scratch.epochs must be >= 1"),
+        ("scratch.lr", -1, "scratch.lr must be > 0"),
+        ("base.batch_size", 0, "base.batch_size must be >= 1"),
+        ("base.val_size", 400, "base.val_size=400 must be smaller than the 400 training images"),
+    ],
+)
+def test_bad_params(workdir, data_dir, dotted, value, message):
+    set_param(workdir, dotted, value)
+    result = run_stage(workdir, "scratch", str(data_dir / "mnist.npz"), "models/s.weights.h5", "logs/scratch")
+    assert_one_line_error(result, "scratch", message)
+    assert not (workdir / "models").exists()
+
+
+def test_missing_section(workdir, data_dir):
+    raw = yaml.safe_load((workdir / "params.yaml").read_text())
+    del raw["compare"]
+    (workdir / "params.yaml").write_text(yaml.safe_dump(raw))
+    result = run_stage(workdir, "scratch", str(data_dir / "mnist.npz"), "m.weights.h5", "logs")
+    assert_one_line_error(result, "scratch", "missing section 'compare'")
+
+
+@pytest.mark.parametrize(("key", "names", "message"), [
+    ("transfer.layers", ["conv1", "conv_one"], "transfer.layers names 'conv_one'"),
+    ("transfer.freeze", ["conv1", "bn_1"], "transfer.freeze names 'bn_1'"),
+])
+def test_unknown_layer_names(workdir, data_dir, tmp_path, key, names, message):
+    fashion = tmp_path / "fashion.weights.h5"
+    weights_for(tmp_path, "fashion", fashion)
+    set_param(workdir, key, names)
+    result = run_stage(workdir, "frozen_head", str(fashion), str(data_dir / "mnist.npz"),
+                       "out.weights.h5", "report.json", "logs")
+    assert_one_line_error(result, "frozen_head", message)
+    assert not (workdir / "out.weights.h5").exists() and not (workdir / "report.json").exists()
+
+
+def weights_for(workdir: Path, task: str, path: Path, filters=(4, 8, 8)) -> None:
+    code = (
+        "import dataclasses, sys; from tlpipe.model import build_model; from tlpipe.params import load_params;"
+        "from tlpipe.transfer import save_weights; p = load_params();"
+        f"m = dataclasses.replace(p.model, conv_filters={list(filters)});"
+        f"save_weights(build_model('{task}', m, 28), '{path}')"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT if not (workdir / "params.yaml").exists() else workdir,
+                   check=True, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("other architecture", "layer 'conv1' has weight shapes [(3, 3, 1, 6), (6,)] in the file"),
+    ("not hdf5", "not a readable HDF5 weights file"),
+    ("empty", "weights file is empty"),
+    ("missing", "weights file is missing"),
+])
+def test_bad_weights(workdir, data_dir, kind, message):
+    weights = workdir / "frozen_head.weights.h5"
+    if kind == "other architecture":
+        weights_for(workdir, "mnist", weights, filters=(6, 8, 8))
+    elif kind == "not hdf5":
+        weights.write_text("definitely not HDF5\n")
+    elif kind == "empty":
+        weights.write_bytes(b"")
+    result = run_stage(workdir, "finetune", str(weights), str(data_dir / "mnist.npz"), "out.weights.h5", "logs")
+    assert_one_line_error(result, "finetune", message)
+    assert not (workdir / "out.weights.h5").exists()
