@@ -10,7 +10,7 @@ import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.synthetic import tiny_params, write_mirror  # noqa: E402
+from tests.support import run_stage, tiny_params, write_mirror  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +26,13 @@ def params_file(tmp_path, mirror) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(tiny_params(mirror[1])))
     return path
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, mirror) -> Path:
+    """data/ with mnist.npz and fashion_mnist.npz, written by the download stage from the synthetic mirror."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(mirror[1])))
+    result = run_stage(root, "download", "data", mirror=mirror[0])
+    assert result.returncode == 0, result.stderr
+    return root / "data"

@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.synthetic import idx_bytes
+from tests.support import idx_bytes
 from tlpipe.data import Source, check_arrays, gunzip, load_dataset, parse_idx, split_train_val, verify_sha256
 from tlpipe.errors import PipelineError
 

@@ -14,17 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.synthetic import ROOT, idx_bytes, tiny_params
-
-STAGES = ROOT / "stages"
-
-
-def run_stage(cwd: Path, stage: str, *args: str, mirror: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "TLPIPE_DEBUG"} | {"TF_CPP_MIN_LOG_LEVEL": "3"}
-    env["DATA_MIRROR"] = str(mirror) if mirror else ""
-    return subprocess.run(
-        [sys.executable, str(STAGES / f"{stage}.py"), *args], cwd=cwd, env=env, capture_output=True, text=True
-    )
+from tests.support import ROOT, idx_bytes, run_stage, tiny_params
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, stage: str, *fragments: str) -> None:
@@ -107,15 +97,6 @@ def test_bad_dataset(workdir, mirror, case):
 def test_no_source_at_all(workdir):
     result = run_stage(workdir, "download", "data", mirror=None)
     assert_one_line_error(result, "download", "no sources configured", "DATA_MIRROR=../shared/datasets")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, mirror) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(mirror[1])))
-    result = run_stage(root, "download", "data", mirror=mirror[0])
-    assert result.returncode == 0, result.stderr
-    return root / "data"
 
 
 @pytest.mark.parametrize(

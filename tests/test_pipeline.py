@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.synthetic import ROOT, tiny_params
+from tests.support import ROOT, tiny_params
 
 COPY = ["dvc.yaml", "stages", "tlpipe", ".dvc/config", ".dvcignore", ".gitignore"]
 WEIGHTS = ["fashion", "frozen_head", "finetune", "scratch"]

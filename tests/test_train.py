@@ -3,7 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tests.synthetic import synthetic_arrays
+from tests.support import synthetic_arrays
 from tlpipe.errors import PipelineError
 from tlpipe.model import build_model
 from tlpipe.params import load_params

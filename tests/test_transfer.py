@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.synthetic import synthetic_arrays
+from tests.support import synthetic_arrays
 from tlpipe.errors import PipelineError
 from tlpipe.model import build_model
 from tlpipe.params import load_params

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import struct
 import sys
 import time
@@ -133,8 +134,8 @@ def fetch(source: Source, filename: str, timeout: float, retries: int, backoff: 
             last = f"HTTP {e.code}"
             if e.code < 500:
                 break  # 4xx will not get better by retrying
-        except (urllib.error.URLError, OSError, PipelineError) as e:
-            last = str(getattr(e, "reason", e))
+        except (urllib.error.URLError, OSError, http.client.HTTPException, PipelineError) as e:
+            last = str(getattr(e, "reason", e)) or type(e).__name__
     raise PipelineError(f"{url}: {last} (after {attempt + 1} attempt(s))")
 
 

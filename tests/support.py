@@ -1,11 +1,14 @@
-"""Tiny synthetic IDX datasets and params for fast tests (no real data, no network)."""
+"""Test support: tiny synthetic IDX datasets and params (no real data, no network), and running a stage."""
 
 from __future__ import annotations
 
 import copy
 import gzip
 import hashlib
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +64,15 @@ def tiny_params(digests: dict[str, dict[str, str]]) -> dict:
         params[stage]["epochs"] = 2
     params["scratch"]["epochs"] = 4
     return params
+
+
+def run_stage(cwd: Path, stage: str, *args: str, mirror: Path | None = None, **popen) -> subprocess.CompletedProcess:
+    """Run stages/<stage>.py as DVC would, in `cwd`; DATA_MIRROR is `mirror` (unset when None)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TLPIPE_DEBUG", "DATA_MIRROR")}
+    env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    if mirror:
+        env["DATA_MIRROR"] = str(mirror)
+    command = [sys.executable, str(ROOT / "stages" / f"{stage}.py"), *args]
+    if popen:
+        return subprocess.Popen(command, cwd=cwd, env=env, text=True, **popen)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
