@@ -6,18 +6,20 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
+import psutil
 import pytest
 import yaml
 
 from tests.support import ROOT, tiny_params
 
-COPY = ["dvc.yaml", "stages", "tlpipe", ".dvc/config", ".dvcignore", ".gitignore"]
+COPY = ["dvc.yaml", "stages", "tlpipe", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
 WEIGHTS = ["fashion", "frozen_head", "finetune", "scratch"]
 
 
@@ -103,6 +105,7 @@ def test_status_clean_and_plots_render(repo, tmp_path):
     sh(root, "dvc", "plots", "show", "-o", str(tmp_path / "plots"), env=env)
     page = (tmp_path / "plots" / "index.html").read_text()
     assert "transfer_curve.csv" in page and "confusion" in page
+    assert "../node_modules/vega/build/vega.min.js" in page and "cdn.jsdelivr" not in page  # renders offline
 
 
 def test_finetune_change_reruns_only_finetune_and_compare(repo):
@@ -120,6 +123,32 @@ def test_finetune_change_reruns_only_finetune_and_compare(repo):
     assert "finetune:" in changed and "frozen_head:" not in changed and "scratch:" not in changed
     ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
     assert ran == ["finetune", "compare"]
+
+
+def test_stage_killed_mid_training_leaves_nothing_and_next_repro_completes(repo):
+    root, env = repo
+    original = (root / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["scratch"]["epochs"] = 10_000
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        proc = subprocess.Popen(["dvc", "repro", "scratch"], cwd=root, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for line in proc.stdout:
+            if line.startswith("Epoch 3/"):
+                break
+        stage = [p for p in psutil.Process(proc.pid).children(recursive=True) if "stages/scratch.py" in p.cmdline()]
+        assert len(stage) == 1
+        stage[0].send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert proc.returncode != 0
+        assert not (root / "models/scratch.weights.h5").exists()
+        assert not list(root.rglob(".*.tmp*"))
+    finally:
+        (root / "params.yaml").write_text(original)
+    sh(root, "dvc", "repro", env=env)
+    assert "up to date" in sh(root, "dvc", "status", env=env).stdout
+    assert (root / "models/scratch.weights.h5").exists()
 
 
 def test_forced_rerun_gives_identical_numbers_and_weights(repo):
