@@ -29,26 +29,24 @@ from tlpipe.transfer import load_weights
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("data", type=Path, help="folder with mnist.npz and fashion_mnist.npz")
-    parser.add_argument("models", type=Path, help="folder with the stages' .weights.h5 files")
-    parser.add_argument("logs", type=Path, help="folder with one DVCLive folder per training stage")
-    parser.add_argument("metrics_out", type=Path)
-    parser.add_argument("plots_out", type=Path)
+    for name in ("mnist", "fashion_mnist", "fashion_weights", "frozen_head_weights", "finetune_weights",
+                 "scratch_weights", "logs", "metrics_out", "plots_out"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True)
     args = parser.parse_args()
     params = load_params()
     make_deterministic(params.base.seed)
-    mnist, fashion = load_npz(args.data / "mnist.npz"), load_npz(args.data / "fashion_mnist.npz")
+    mnist, fashion = load_npz(args.mnist), load_npz(args.fashion_mnist)
 
-    def test(task: str, weights: str, arrays: dict) -> dict:
+    def test(task: str, weights: Path, arrays: dict) -> dict:
         model = build_model(task, params.model, params.base.image_size)
-        load_weights(model, args.models / weights)
+        load_weights(model, weights)
         return evaluate(model, arrays["x_test"], arrays["y_test"], params.base.batch_size)
 
     results = {
-        "pretrain": test("fashion", "fashion.weights.h5", fashion),
-        "frozen_head": test("mnist", "frozen_head.weights.h5", mnist),
-        "transfer": test("mnist", "finetune.weights.h5", mnist),
-        "scratch": test("mnist", "scratch.weights.h5", mnist),
+        "pretrain": test("fashion", args.fashion_weights, fashion),
+        "frozen_head": test("mnist", args.frozen_head_weights, mnist),
+        "transfer": test("mnist", args.finetune_weights, mnist),
+        "scratch": test("mnist", args.scratch_weights, mnist),
     }
     curves = {
         "transfer": read_curve(args.logs / "frozen_head") + read_curve(args.logs / "finetune"),
