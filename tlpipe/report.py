@@ -50,7 +50,7 @@ def compare_metrics(
             "test_accuracy": results[run]["test_accuracy"],
             "test_loss": results[run]["test_loss"],
             "epochs_to_threshold": epochs_to_threshold(curve, threshold),
-            "best_val_accuracy": max(row["val_accuracy"] for row in curve),
+            "best_val_accuracy": round(max(row["val_accuracy"] for row in curve), 6),
             "train_seconds": round(seconds[run], 2),
         }
     return metrics
