@@ -78,25 +78,28 @@ def write_confusion(plots: Path, run: str, actual: np.ndarray, predicted: np.nda
 
 
 def plot_accuracy_png(path: Path, curves: dict[str, list[dict]], boundary: float, title: str) -> None:
-    """Validation accuracy per epoch for every run, with the frozen/fine-tune boundary marked."""
+    """Validation accuracy per epoch for every run, in full and zoomed on the last epochs, boundary marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for run, rows in curves.items():
-        ax.plot([r["epoch"] for r in rows], [r["val_accuracy"] for r in rows], marker="o", label=run)
-    ax.axvline(boundary, color="grey", linestyle="--", linewidth=1)
-    ax.annotate(
-        "frozen head | fine-tune", (boundary, 0.02), xycoords=("data", "axes fraction"), ha="center",
-        fontsize=8, color="grey", backgroundcolor="white",
-    )
-    ax.set_xlabel("MNIST epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    late = [r["val_accuracy"] for rows in curves.values() for r in rows if r["epoch"] > boundary]
+    for ax, zoom in zip(axes, (False, True), strict=True):
+        for run, rows in curves.items():
+            ax.plot([r["epoch"] for r in rows], [r["val_accuracy"] for r in rows], marker="o", label=run)
+        ax.axvline(boundary, color="grey", linestyle="--", linewidth=1)
+        ax.text(boundary, 1.01, "frozen head | fine-tune", transform=ax.get_xaxis_transform(), ha="center",
+                fontsize=8, color="grey")
+        if zoom and late:
+            low = min(late)
+            ax.set_ylim(low - 0.25 * (1 - low), 1.0)
+        ax.set_xlabel("MNIST epoch")
+        ax.set_ylabel("validation accuracy" + (" (zoomed)" if zoom else ""))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
