@@ -68,7 +68,8 @@ def to_csv(rows: list[dict]) -> str:
 def write_curves(plots: Path, curves: dict[str, list[dict]]) -> None:
     """One CSV per run (epoch, val_accuracy, val_loss); dvc.yaml overlays them in one chart."""
     for run, rows in curves.items():
-        write_text(plots / CURVE_CSV.format(run=run), to_csv(rows))
+        rounded = [{key: round(value, 6) for key, value in row.items()} for row in rows]
+        write_text(plots / CURVE_CSV.format(run=run), to_csv(rounded))
 
 
 def write_confusion(plots: Path, run: str, actual: np.ndarray, predicted: np.ndarray) -> None:
