@@ -76,3 +76,17 @@ def run_stage(cwd: Path, stage: str, *args: str, mirror: Path | None = None, **p
     if popen:
         return subprocess.Popen(command, cwd=cwd, env=env, text=True, **popen)
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def set_param(path: Path, dotted: str, value: object = None, delete: bool = False) -> None:
+    """Set (or delete) one dotted key in the params file at `path`."""
+    raw = yaml.safe_load(path.read_text())
+    *parents, last = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    if delete:
+        del node[last]
+    else:
+        node[last] = value
+    path.write_text(yaml.safe_dump(raw))

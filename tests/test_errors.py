@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.support import ROOT, idx_bytes, run_stage, tiny_params
+from tests.support import ROOT, idx_bytes, run_stage, set_param, tiny_params
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, stage: str, *fragments: str) -> None:
@@ -33,19 +33,9 @@ def workdir(tmp_path, mirror) -> Path:
     return tmp_path
 
 
-def set_param(workdir: Path, dotted: str, value) -> None:
-    raw = yaml.safe_load((workdir / "params.yaml").read_text())
-    *parents, last = dotted.split(".")
-    node = raw
-    for key in parents:
-        node = node[key]
-    node[last] = value
-    (workdir / "params.yaml").write_text(yaml.safe_dump(raw))
-
-
 def pin(workdir: Path, file: str, payload: bytes) -> None:
     """Pin a (bad) payload's checksum, to reach the IDX checks behind the checksum check."""
-    set_param(workdir, f"download.sha256.mnist.{file}", hashlib.sha256(payload).hexdigest())
+    set_param(workdir / "params.yaml", f"download.sha256.mnist.{file}", hashlib.sha256(payload).hexdigest())
 
 
 LABELS = "t10k-labels-idx1-ubyte"
@@ -111,16 +101,14 @@ def test_no_source_at_all(workdir):
     ],
 )
 def test_bad_params(workdir, data_dir, dotted, value, message):
-    set_param(workdir, dotted, value)
+    set_param(workdir / "params.yaml", dotted, value)
     result = run_stage(workdir, "scratch", str(data_dir / "mnist.npz"), "models/s.weights.h5", "logs/scratch")
     assert_one_line_error(result, "scratch", message)
     assert not (workdir / "models").exists()
 
 
 def test_missing_section(workdir, data_dir):
-    raw = yaml.safe_load((workdir / "params.yaml").read_text())
-    del raw["compare"]
-    (workdir / "params.yaml").write_text(yaml.safe_dump(raw))
+    set_param(workdir / "params.yaml", "compare", delete=True)
     result = run_stage(workdir, "scratch", str(data_dir / "mnist.npz"), "m.weights.h5", "logs")
     assert_one_line_error(result, "scratch", "missing section 'compare'")
 
@@ -132,7 +120,7 @@ def test_missing_section(workdir, data_dir):
 def test_unknown_layer_names(workdir, data_dir, tmp_path, key, names, message):
     fashion = tmp_path / "fashion.weights.h5"
     weights_for(tmp_path, "fashion", fashion)
-    set_param(workdir, key, names)
+    set_param(workdir / "params.yaml", key, names)
     result = run_stage(workdir, "frozen_head", str(fashion), str(data_dir / "mnist.npz"),
                        "out.weights.h5", "report.json", "logs")
     assert_one_line_error(result, "frozen_head", message)

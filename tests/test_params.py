@@ -1,21 +1,8 @@
 import pytest
-import yaml
 
+from tests.support import set_param
 from tlpipe.errors import PipelineError
 from tlpipe.params import load_params
-
-
-def edit(path, dotted, value=None, delete=False):
-    raw = yaml.safe_load(path.read_text())
-    *parents, last = dotted.split(".")
-    node = raw
-    for key in parents:
-        node = node[key]
-    if delete:
-        del node[last]
-    else:
-        node[last] = value
-    path.write_text(yaml.safe_dump(raw))
 
 
 def test_repository_params_are_valid():
@@ -59,7 +46,7 @@ def test_exponent_without_dot_is_a_number(params_file):
     ],
 )
 def test_bad_values_name_the_key(params_file, dotted, value, message):
-    edit(params_file, dotted, value)
+    set_param(params_file, dotted, value)
     with pytest.raises(PipelineError) as err:
         load_params(params_file)
     assert message in str(err.value)
@@ -67,7 +54,7 @@ def test_bad_values_name_the_key(params_file, dotted, value, message):
 
 
 def test_missing_section(params_file):
-    edit(params_file, "finetune", delete=True)
+    set_param(params_file, "finetune", delete=True)
     with pytest.raises(PipelineError, match="missing section 'finetune'"):
         load_params(params_file)
 

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.support import ROOT, tiny_params
+from tests.support import ROOT, set_param, tiny_params
 
 COPY = ["dvc.yaml", "stages", "tlpipe", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
 WEIGHTS = ["fashion", "frozen_head", "finetune", "scratch"]
@@ -111,9 +111,7 @@ def test_status_clean_and_plots_render(repo, tmp_path):
 def test_finetune_change_reruns_only_finetune_and_compare(repo):
     root, env = repo
     original = (root / "params.yaml").read_text()
-    params = yaml.safe_load(original)
-    params["finetune"]["lr"] = 0.0003
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    set_param(root / "params.yaml", "finetune.lr", 0.0003)
     try:
         changed = sh(root, "dvc", "status", env=env).stdout
         out = sh(root, "dvc", "repro", env=env).stdout
@@ -128,9 +126,7 @@ def test_finetune_change_reruns_only_finetune_and_compare(repo):
 def test_stage_killed_mid_training_leaves_nothing_and_next_repro_completes(repo):
     root, env = repo
     original = (root / "params.yaml").read_text()
-    params = yaml.safe_load(original)
-    params["scratch"]["epochs"] = 10_000
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    set_param(root / "params.yaml", "scratch.epochs", 10_000)
     try:
         proc = subprocess.Popen(["dvc", "repro", "scratch"], cwd=root, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
