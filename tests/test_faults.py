@@ -39,10 +39,13 @@ def server(mirror):
                 time.sleep(2)
             if mode == "wrong":
                 body = gzip.compress(idx_bytes(np.zeros(100, np.uint8)))
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2] if mode == "trunc" else body)
+            try:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if mode == "trunc" else body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (its timeout), as the test intends
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -90,7 +93,7 @@ def test_ctrl_c_stops_promptly_with_one_line(tmp_path, mirror, data_dir):
             break
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted: scratch stopped")
     assert not (tmp_path / "models").exists()

@@ -24,5 +24,8 @@ def run(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         if os.environ.get(DEBUG_ENV):
             raise
-        print(f"interrupted: {stage} stopped; no partial output was kept", file=sys.stderr)
-        sys.exit(130)
+        print(f"interrupted: {stage} stopped; no partial output was kept", file=sys.stderr, flush=True)
+        # Outputs are already cleaned up (atomic writes unwound). Skip interpreter teardown: with TensorFlow's
+        # worker threads still running, it can abort (SIGABRT) instead of exiting with the code we chose.
+        sys.stdout.flush()
+        os._exit(130)
