@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: repro test lint plots
+.PHONY: repro test lint plots bench
 
 $(VENV)/installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,3 +28,8 @@ node_modules/installed: package.json package-lock.json
 # Offline plots page: Vega from node_modules instead of a CDN (see .dvc/plots_template.html).
 plots: $(VENV)/installed node_modules/installed
 	dvc plots show
+
+# Reference vs project timing (README, "Performance"); needs the data, so `download` runs first.
+bench: $(VENV)/installed
+	dvc repro download
+	$(PY) benchmarks/run.py --out benchmarks/report.json

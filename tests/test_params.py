@@ -43,6 +43,12 @@ def test_exponent_without_dot_is_a_number(params_file):
         ("transfer.layers", [], "transfer.layers must name at least one layer"),
         ("compare.threshold", 1.5, "compare.threshold must be in (0, 1]"),
         ("download.sha256.mnist.t10k-labels-idx1-ubyte", "abc", "download.sha256.mnist.t10k-labels-idx1-ubyte"),
+        ("model.bn_momentum", 1.0, "model.bn_momentum must be in (0, 1), got 1.0"),
+        ("sweep.seeds", [0, 0], "sweep.seeds lists a value twice"),
+        ("sweep.budgets", [100, 5], "sweep.budgets[1] must be >= 20, got 5"),
+        ("sweep.budgets", [], "sweep.budgets and sweep.seeds must each list at least one value"),
+        ("sweep.head_fraction", 1, "sweep.head_fraction must be in (0, 1), got 1"),
+        ("sweep.schedule", "step", "sweep.schedule must be one of ['constant', 'cosine']"),
     ],
 )
 def test_bad_values_name_the_key(params_file, dotted, value, message):

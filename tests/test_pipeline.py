@@ -105,6 +105,7 @@ def test_status_clean_and_plots_render(repo, tmp_path):
     sh(root, "dvc", "plots", "show", "-o", str(tmp_path / "plots"), env=env)
     page = (tmp_path / "plots" / "index.html").read_text()
     assert "transfer_curve.csv" in page and "confusion" in page
+    assert '"errorbar"' in page and "data_efficiency/accuracy.csv" in page  # the sweep's custom template
     assert "../node_modules/vega/build/vega.min.js" in page and "cdn.jsdelivr" not in page  # renders offline
 
 
@@ -169,3 +170,33 @@ def test_forced_rerun_gives_identical_numbers_and_weights(repo):
     assert first_weights.keys() == second_weights.keys() and len(first_weights) > 20
     for key, value in first_weights.items():
         np.testing.assert_array_equal(value, second_weights[key], err_msg=key)
+
+
+SWEEP_POINTS = {f"sweep_pretrained@{run}-{budget}-{seed}" for run in ("transfer", "frozen") for budget in (20, 60)
+                for seed in (0, 1)} | {f"sweep_scratch@{budget}-{seed}" for budget in (20, 60) for seed in (0, 1)}
+
+
+def test_sweep_matrix_expands_to_one_stage_per_point(repo):
+    root, env = repo
+    names = set(sh(root, "dvc", "stage", "list", "--name-only", env=env).stdout.split())
+    assert {name for name in names if name.startswith("sweep")} == SWEEP_POINTS  # tiny params: 2 budgets x 2 seeds
+    summary = json.loads((root / "metrics/data_efficiency.json").read_text())
+    for run in ("transfer", "frozen", "scratch"):
+        assert set(summary[run]) == {"20", "60"}
+        assert set(summary[run]["60"]["per_seed"]) == {"0", "1"}
+    assert set(summary["transfer_minus_scratch"]) == {"20", "60"}
+    rows = read_csv(root / "metrics/data_efficiency/accuracy.csv")
+    assert len(rows) == 6 and set(rows[0]) == {"labels", "run", "mean", "ci95_low", "ci95_high"}
+
+
+def test_adding_a_seed_runs_only_the_new_points(repo):
+    root, env = repo
+    original = (root / "params.yaml").read_text()
+    set_param(root / "params.yaml", "sweep.seeds", [0, 1, 2])
+    try:
+        out = sh(root, "dvc", "repro", "--dry", env=env).stdout
+    finally:
+        (root / "params.yaml").write_text(original)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    new = {name.replace("-1", "-2") for name in SWEEP_POINTS if name.endswith("-1")}
+    assert ran == new | {"data_efficiency"}

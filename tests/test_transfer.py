@@ -131,7 +131,7 @@ def test_freeze_by_name_leaves_extractor_unchanged_after_head_step(params, fashi
     before = {n: [w.copy() for w in model.get_layer(n).get_weights()] for n in EXTRACTOR + head}
     arrays = synthetic_arrays(64, 1, seed=0)
     data = Data(arrays["x_train"], arrays["y_train"], arrays["x_train"][:8], arrays["y_train"][:8])
-    compile_model(model, params.frozen_head, steps_per_epoch=2)
+    compile_model(model, params.frozen_head.lr, params.frozen_head.schedule, 2)
     model.fit(make_dataset(data.x_train, data.y_train, 32), epochs=1, verbose=0)
     for name in EXTRACTOR:  # BN moving statistics included: a frozen BN runs in inference mode
         for got, want in zip(model.get_layer(name).get_weights(), before[name], strict=True):

@@ -24,7 +24,7 @@ def build_model(task: str, arch: ModelParams, image_size: int, num_classes: int 
     x = layers.Rescaling(1 / 255, name="rescale")(inputs)
     for i, filters in enumerate(arch.conv_filters, start=1):
         x = layers.Conv2D(filters, arch.kernel_size, padding="same", name=f"conv{i}")(x)
-        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.BatchNormalization(momentum=arch.bn_momentum, name=f"bn{i}")(x)
         x = layers.ReLU(name=f"relu{i}")(x)
         if i < len(arch.conv_filters):
             x = layers.MaxPooling2D(name=f"pool{i}")(x)

@@ -60,6 +60,7 @@ class Model:
     pretrain_dense: int
     head_dense: int
     dropout: float
+    bn_momentum: float
 
     def check(self, where: str) -> None:
         if len(self.conv_filters) != 3:
@@ -71,6 +72,7 @@ class Model:
         _at_least(self.head_dense, 1, f"{where}.head_dense")
         if not 0 <= self.dropout < 1:
             raise PipelineError(f"params.yaml: {where}.dropout must be in [0, 1), got {self.dropout}")
+        _fraction(self.bn_momentum, f"{where}.bn_momentum")
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,54 @@ class Compare:
             raise PipelineError(f"params.yaml: {where}.threshold must be in (0, 1], got {self.threshold}")
 
 
+SWEEP_RUNS = ("transfer", "frozen", "scratch")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The label-budget sweep: which points exist, how each is split, and the budget rule every run follows."""
+
+    budgets: list[int]
+    seeds: list[int]
+    val_fraction: float
+    val_max: int
+    batch_size: int
+    steps: int
+    min_epochs: float
+    eval_every: int
+    head_fraction: float
+    head_lr: float
+    lr: float
+    schedule: str
+    bn_momentum: float
+
+    def check(self, where: str) -> None:
+        if not self.budgets or not self.seeds:
+            raise PipelineError(f"params.yaml: {where}.budgets and {where}.seeds must each list at least one value")
+        for key in ("budgets", "seeds"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise PipelineError(f"params.yaml: {where}.{key} lists a value twice")
+        for i, budget in enumerate(self.budgets):
+            _at_least(budget, 20, f"{where}.budgets[{i}]")  # room for a validation split and a training set
+        for i, seed in enumerate(self.seeds):
+            _at_least(seed, 0, f"{where}.seeds[{i}]")
+        _fraction(self.val_fraction, f"{where}.val_fraction")
+        _at_least(self.val_max, 1, f"{where}.val_max")
+        _at_least(self.batch_size, 1, f"{where}.batch_size")
+        _at_least(self.steps, 1, f"{where}.steps")
+        _at_least(self.min_epochs, 0, f"{where}.min_epochs")
+        _at_least(self.eval_every, 1, f"{where}.eval_every")
+        _fraction(self.head_fraction, f"{where}.head_fraction")
+        _fraction(self.bn_momentum, f"{where}.bn_momentum")
+        _positive(self.head_lr, f"{where}.head_lr")
+        _positive(self.lr, f"{where}.lr")
+        if self.schedule not in SCHEDULES:
+            raise PipelineError(
+                f"params.yaml: {where}.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}"
+            )
+
+
 @dataclass(frozen=True)
 class Params:
     base: Base
@@ -134,6 +184,7 @@ class Params:
     finetune: Finetune
     scratch: Train
     compare: Compare
+    sweep: Sweep
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -224,6 +275,11 @@ def _join(where: str, key: object) -> str:
 def _at_least(value: float, low: float, key: str) -> None:
     if value < low:
         raise PipelineError(f"params.yaml: {key} must be >= {low}, got {value}")
+
+
+def _fraction(value: float, key: str) -> None:
+    if not 0 < value < 1:
+        raise PipelineError(f"params.yaml: {key} must be in (0, 1), got {value}")
 
 
 def _positive(value: float, key: str) -> None:

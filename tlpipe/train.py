@@ -25,33 +25,43 @@ def make_deterministic(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """Batches of (float32 inputs, int labels), reshuffled every epoch when seeded.
+def make_dataset(
+    x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None, repeat: bool = False
+) -> tf.data.Dataset:
+    """Batches of (float32 inputs, labels), reshuffled every epoch when seeded; endless when `repeat`.
 
-    Shuffles indices and gathers whole batches: no per-example copies into a shuffle buffer (which for
-    cached 5880-wide features would double memory), one vectorised cast per batch.
+    Shuffles indices and gathers whole batches straight from the NumPy arrays: no per-example copies into a
+    shuffle buffer and no copy of the arrays into TensorFlow (cached features are GBs), one cast per batch.
     """
-    inputs, labels = tf.constant(x), tf.constant(y)
     order = tf.data.Dataset.range(len(x))
     if shuffle_seed is not None:
         order = order.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if repeat:
+        order = order.repeat()
+    shape = (*x.shape[1:], 1) if x.ndim == 3 else x.shape[1:]  # images get a channel axis
+
+    def take(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return x[index].astype(np.float32).reshape(len(index), *shape), y[index]
 
     def gather(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        batch = tf.cast(tf.gather(inputs, index), tf.float32)
-        if batch.shape.rank == 3:  # images without a channel axis
-            batch = batch[..., None]
-        return batch, tf.gather(labels, index)
+        batch, labels = tf.numpy_function(take, [index], (tf.float32, tf.as_dtype(y.dtype)), stateful=False)
+        batch.set_shape((None, *shape))
+        labels.set_shape((None,))
+        return batch, labels
 
     return order.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def compile_model(model: keras.Model, phase: Train, steps_per_epoch: int) -> None:
-    """(Re-)compile with Adam and the phase's schedule; needed after any change of `trainable`."""
-    lr: float | keras.optimizers.schedules.LearningRateSchedule = phase.lr
-    if phase.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(phase.lr, decay_steps=phase.epochs * steps_per_epoch)
+def compile_model(model: keras.Model, lr: float, schedule: str, total_steps: int) -> None:
+    """(Re-)compile with Adam at `lr` (constant, or cosine-decayed to 0 over `total_steps`).
+
+    Needed after any change of `trainable`.
+    """
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = lr
+    if schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
     model.compile(
-        optimizer=keras.optimizers.Adam(lr),
+        optimizer=keras.optimizers.Adam(rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -85,7 +95,7 @@ def fit(model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int
     """Compile and train `model` for `phase.epochs` epochs; log to `live`; return the wall seconds taken."""
     start = time.perf_counter()
     steps = math.ceil(len(data.x_train) / batch_size)
-    compile_model(model, phase, steps)
+    compile_model(model, phase.lr, phase.schedule, phase.epochs * steps)
     model.fit(
         make_dataset(data.x_train, data.y_train, batch_size, shuffle_seed=seed),
         validation_data=make_dataset(data.x_val, data.y_val, batch_size),
@@ -97,30 +107,88 @@ def fit(model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int
     return time.perf_counter() - start
 
 
-def fit_head_on_features(
-    model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1
-) -> float:
-    """Train only the head, on extractor outputs computed once per image.
+def cache_features(model: keras.Model, data: Data, batch_size: int, key: str) -> tuple[keras.Model, Data]:
+    """Split `model` at its features; return (head, `data` with images replaced by the extractor's outputs).
 
     Exact when the extractor is frozen with BatchNormalization in inference mode: the extractor is then a
-    fixed function, so running it every epoch would recompute the same features. Same shuffle seed and
-    batches as `fit`, so the head sees the same updates.
+    fixed function, so running it every step would recompute the same features. The head shares the
+    model's layers, so training it trains `model`. `key` names the setting that asked for the cache.
     """
-    start = time.perf_counter()
     extractor, head = split_at_features(model)
     if extractor.trainable_weights:
         trainable = sorted({w.path.split("/")[0] for w in extractor.trainable_weights})
         raise PipelineError(
-            f"params.yaml: frozen_head.cache_features needs the whole extractor frozen, but {trainable} "
-            "are not in transfer.freeze; add them or set frozen_head.cache_features: false"
+            f"params.yaml: {key} needs the whole extractor frozen, but {trainable} are not in transfer.freeze"
         )
 
-    def features(x: np.ndarray) -> np.ndarray:
-        return extractor.predict(make_dataset(x, np.zeros(len(x), np.uint8), batch_size), verbose=0)
+    run = tf.function(lambda batch: extractor(batch, training=False))
 
-    cached = Data(features(data.x_train), data.y_train, features(data.x_val), data.y_val)
+    def features(x: np.ndarray) -> np.ndarray:
+        out = np.empty((len(x), *extractor.output.shape[1:]), np.float32)  # filled in place: no 2x peak
+        for i, (batch, _) in enumerate(make_dataset(x, np.zeros(len(x), np.uint8), batch_size)):
+            out[i * batch_size : i * batch_size + len(batch)] = run(batch).numpy()
+        return out
+
+    return head, Data(features(data.x_train), data.y_train, features(data.x_val), data.y_val)
+
+
+def fit_head_on_features(
+    model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1
+) -> float:
+    """Train only the head, on extractor outputs computed once per image (see cache_features).
+
+    Same shuffle seed and batches as `fit`, so the head sees the same updates.
+    """
+    start = time.perf_counter()
+    head, cached = cache_features(model, data, batch_size, "frozen_head.cache_features")
     fit(head, cached, phase, batch_size, seed, live, first_epoch)
     return time.perf_counter() - start
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Remember the weights with the best validation accuracy (ties: the later one) and restore them at the end."""
+
+    def __init__(self, start_accuracy: float, steps_per_round: int):
+        super().__init__()
+        self.steps_per_round = steps_per_round
+        self.best_accuracy = start_accuracy
+        self.best_step = 0
+        self.best_weights = None  # None: the starting weights are the best so far
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        accuracy = float(logs["val_accuracy"])
+        if accuracy >= self.best_accuracy:
+            self.best_accuracy, self.best_step = accuracy, (epoch + 1) * self.steps_per_round
+            self.best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def train_steps(
+    model: keras.Model, data: Data, steps: int, lr: float, schedule: str, batch_size: int, seed: int, eval_every: int
+) -> dict:
+    """Train for `steps` optimizer steps (a multiple of `eval_every`), validating every `eval_every` steps.
+
+    Model selection on the validation split only: `model` ends with the weights of the best validation
+    accuracy seen, the starting weights included. Returns that accuracy and its step.
+    """
+    if steps % eval_every:
+        raise ValueError(f"steps={steps} is not a multiple of eval_every={eval_every}")
+    compile_model(model, lr, schedule, steps)
+    val = make_dataset(data.x_val, data.y_val, batch_size)
+    start = float(model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
+    best = BestWeights(start, eval_every)
+    model.fit(
+        make_dataset(data.x_train, data.y_train, batch_size, shuffle_seed=seed, repeat=True),
+        validation_data=val,
+        epochs=steps // eval_every,
+        steps_per_epoch=eval_every,
+        callbacks=[best],
+        verbose=0,
+    )
+    return {"val_accuracy": round(best.best_accuracy, 6), "best_step": best.best_step}
 
 
 def load_train_val(path: Path, base: Base) -> Data:

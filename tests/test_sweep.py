@@ -1,0 +1,136 @@
+"""The label-budget sweep's pieces on known values: subsets, splits, the budget rule and the statistics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.support import run_stage
+from tlpipe.errors import PipelineError
+from tlpipe.params import load_params
+from tlpipe.sweep import (
+    aggregate,
+    budget_rule,
+    labelled_order,
+    plot_rows,
+    split_budget,
+    split_steps,
+    summarize,
+    t_quantile,
+)
+
+
+@pytest.fixture
+def cfg(params_file):
+    return load_params(params_file).sweep
+
+
+def imbalanced_labels() -> np.ndarray:
+    """825 labels, class k has 60 + 5k images (like MNIST, not balanced), in random order."""
+    labels = np.concatenate([np.full(60 + 5 * k, k) for k in range(10)])
+    return np.random.default_rng(3).permutation(labels)
+
+
+@pytest.mark.parametrize("budget", [10, 30, 100, 250, 600])
+def test_every_budget_is_class_balanced(budget):
+    labels = imbalanced_labels()
+    counts = np.bincount(labels[labelled_order(labels, seed=7)[:budget]], minlength=10)
+    assert counts.max() - counts.min() <= 1 and counts.sum() == budget
+
+
+def test_budgets_are_nested_and_seeds_differ():
+    labels = imbalanced_labels()
+    order = labelled_order(labels, seed=7)
+    assert sorted(order) == list(range(len(labels)))  # a permutation: no image twice
+    for small, large in ((100, 300), (300, 1000)):
+        assert set(order[:small]) <= set(order[:large])
+    assert not np.array_equal(order[:100], labelled_order(labels, seed=8)[:100])
+    np.testing.assert_array_equal(order, labelled_order(labels, seed=7))  # same seed, same subsets
+
+
+def test_past_the_smallest_class_the_rest_stay_balanced():
+    labels = imbalanced_labels()  # class 0 has 60 images
+    counts = np.bincount(labels[labelled_order(labels, seed=1)[:640]], minlength=10)
+    assert counts[0] == 60 and counts[1:].max() - counts[1:].min() <= 1
+
+
+def test_validation_split_is_inside_the_budget_and_balanced(cfg):
+    labels = imbalanced_labels()
+    train, val = split_budget(labels, 60, seed=0, cfg=cfg)
+    assert len(val) == 10 and len(train) == 50  # val_fraction 0.1 of 60 is 6, raised to one per class
+    assert not set(train) & set(val)
+    assert set(train) | set(val) == set(labelled_order(labels, 0)[:60])
+    assert sorted(labels[val]) == list(range(10))
+    with pytest.raises(PipelineError, match="sweep.budgets has 5000, more than the 825 training images"):
+        split_budget(labels, 5000, seed=0, cfg=cfg)
+
+
+def test_budget_rule_fixed_steps_with_an_epoch_floor(cfg):
+    # tiny params: batch 8, steps 4, eval_every 2, min_epochs 1
+    assert budget_rule(5, cfg) == (5, 4)  # batch shrinks to the set; fixed steps
+    assert budget_rule(24, cfg) == (8, 4)  # 3 steps make an epoch: the fixed 4 win
+    assert budget_rule(50, cfg) == (8, 8)  # ceil(50 / 8) = 7 steps for one epoch, rounded up to eval_every
+    assert split_steps(8, cfg) == (4, 4)
+    with pytest.raises(PipelineError, match="head_fraction"):
+        split_steps(2, cfg)
+
+
+def test_t_quantiles_match_the_tables():
+    for df, expected in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (1000, 1.962)):
+        assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-3)
+
+
+def test_summary_of_known_values():
+    s = summarize([0.90, 0.92, 0.94])
+    assert s["n"] == 3 and s["mean"] == pytest.approx(0.92) and s["std"] == pytest.approx(0.02)
+    half = 4.302653 * 0.02 / np.sqrt(3)  # t(0.975, 2) * s / sqrt(n)
+    assert s["ci95_low"] == pytest.approx(0.92 - half, abs=1e-6)
+    assert s["ci95_high"] == pytest.approx(0.92 + half, abs=1e-6)
+    single = summarize([0.5])
+    assert single["std"] == 0 and single["ci95_low"] is None  # one value has no interval
+
+
+def test_aggregate_pairs_runs_by_seed(cfg):
+    values = {("transfer", 20): [0.8, 0.9], ("frozen", 20): [0.7, 0.7], ("scratch", 20): [0.5, 0.7],
+              ("transfer", 60): [0.95, 0.97], ("frozen", 60): [0.9, 0.9], ("scratch", 60): [0.9, 0.96]}
+    records = [
+        {"run": run, "budget": budget, "seed": seed, "test_accuracy": acc, "seconds": 1.0}
+        for (run, budget), accs in values.items()
+        for seed, acc in zip(cfg.seeds, accs, strict=True)
+    ]
+    out = aggregate(records, cfg)
+    assert out["transfer"]["20"]["mean"] == pytest.approx(0.85)
+    assert out["transfer"]["20"]["per_seed"] == {"0": 0.8, "1": 0.9}
+    gain = out["transfer_minus_scratch"]["20"]  # paired: 0.3 and 0.2
+    assert gain["mean"] == pytest.approx(0.25) and gain["std"] == pytest.approx(np.std([0.3, 0.2], ddof=1), abs=1e-6)
+    assert out["train_seconds_total"] == 12.0
+    rows = plot_rows(out)
+    assert len(rows) == 6 and rows[0] == {"labels": 20, "run": "transfer", "mean": 0.85,
+                                          "ci95_low": out["transfer"]["20"]["ci95_low"],
+                                          "ci95_high": out["transfer"]["20"]["ci95_high"]}
+
+
+def test_data_efficiency_names_a_missing_point(tmp_path, params_file):
+    points = tmp_path / "points"
+    points.mkdir()
+    result = run_stage(tmp_path, "data_efficiency", "--points", "points", "--metrics-out", "out.json",
+                       "--plots-out", "plots")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: data_efficiency: points/transfer-20-0.json: sweep point is missing; run `dvc repro` to compute it"
+    ]
+    assert not (tmp_path / "out.json").exists() and not (tmp_path / "plots").exists()
+
+
+def test_point_record(tmp_path, params_file, data_dir):
+    result = run_stage(tmp_path, "sweep_point", "--run", "scratch", "--budget", "60", "--seed", "1",
+                       "--data", str(data_dir / "mnist.npz"), "--out", "p.json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "p.json").read_text())
+    assert (record["n_train"], record["n_val"], record["batch_size"], record["steps"]) == (50, 10, 8, 8)
+    assert 0 <= record["test_accuracy"] <= 1 and record["selected"]["best_step"] in (0, 2, 4, 6, 8)
+    result = run_stage(tmp_path, "sweep_point", "--run", "transfer", "--budget", "60", "--seed", "1",
+                       "--data", str(data_dir / "mnist.npz"), "--out", "q.json")
+    assert result.returncode == 2 and "needs --source-weights" in result.stderr

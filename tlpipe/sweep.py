@@ -1,0 +1,230 @@
+"""The label-budget sweep: nested class-balanced subsets, the budget rule, one point's runs, and the statistics.
+
+A point is (run, budget, seed). The seed picks the labelled subset *and* the initialisation, so the spread
+over seeds covers both which images were labelled and the training noise; the three runs of one
+(budget, seed) see the same images, so their differences are paired.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tlpipe.errors import PipelineError
+from tlpipe.params import SWEEP_RUNS, Params, Sweep
+
+NUM_CLASSES = 10
+
+
+def labelled_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A permutation of the training set whose every prefix is as class-balanced as the data allows.
+
+    Each class is shuffled with `seed`; then images are taken rank by rank (every class's 1st image, then
+    every class's 2nd, ...), in a seeded class order within a rank. The budget-b subset is the first b
+    images, so smaller budgets are subsets of larger ones; once a class runs out, the rest stay balanced.
+    """
+    rng = np.random.default_rng(seed)
+    rank = np.empty(len(labels), np.int64)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rank[rng.permutation(members)] = np.arange(len(members))
+    tiebreak = rng.permutation(len(labels))
+    return np.lexsort((tiebreak, rank))
+
+
+def val_count(budget: int, cfg: Sweep) -> int:
+    """Size of the validation split drawn from inside a budget: val_fraction of it, within [10, val_max]."""
+    return min(max(NUM_CLASSES, round(cfg.val_fraction * budget)), cfg.val_max, budget - NUM_CLASSES)
+
+
+def split_budget(labels: np.ndarray, budget: int, seed: int, cfg: Sweep) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, val indices) of the budget-`budget` subset for `seed`.
+
+    The validation split is the first images of the subset's balanced order, so it is class-balanced too.
+    """
+    if budget > len(labels):
+        raise PipelineError(f"params.yaml: sweep.budgets has {budget}, more than the {len(labels)} training images")
+    subset = labelled_order(labels, seed)[:budget]
+    n_val = val_count(budget, cfg)
+    return subset[n_val:], subset[:n_val]
+
+
+def round_up(n: float, multiple: int) -> int:
+    return max(multiple, math.ceil(n / multiple) * multiple)
+
+
+def budget_rule(n_train: int, cfg: Sweep) -> tuple[int, int]:
+    """(batch size, optimizer steps) for a training set of n_train images.
+
+    Every run at every budget gets `steps` steps (at least `min_epochs` passes over its training set),
+    rounded up to a multiple of `eval_every`; the batch shrinks to the set when the set is smaller.
+    """
+    batch = min(cfg.batch_size, n_train)
+    epochs_floor = math.ceil(cfg.min_epochs * n_train / batch)
+    return batch, round_up(max(cfg.steps, epochs_floor), cfg.eval_every)
+
+
+def split_steps(steps: int, cfg: Sweep) -> tuple[int, int]:
+    """Transfer's (head steps, fine-tune steps): head_fraction of the steps on the frozen extractor, the rest on all."""
+    head = round_up(steps * cfg.head_fraction, cfg.eval_every)
+    if head >= steps:
+        raise PipelineError(
+            f"params.yaml: sweep.head_fraction={cfg.head_fraction} leaves no fine-tuning step out of {steps}; "
+            "raise sweep.steps or lower sweep.head_fraction"
+        )
+    return head, steps - head
+
+
+def run_point(run: str, budget: int, seed: int, params: Params, arrays: dict, source_weights: Path | None) -> dict:
+    """Train one sweep point and evaluate it on the test set; return its record."""
+    # TensorFlow is imported here so that the subset and statistics helpers stay light.
+    from tlpipe.model import build_model
+    from tlpipe.report import evaluate
+    from tlpipe.train import Data, cache_features, make_deterministic, train_steps
+    from tlpipe.transfer import set_trainable, transfer_by_name
+
+    if run not in SWEEP_RUNS:
+        raise PipelineError(f"sweep run must be one of {list(SWEEP_RUNS)}, got {run!r}")
+    cfg = params.sweep
+    started = time.perf_counter()
+    train, val = split_budget(arrays["y_train"], budget, seed, cfg)
+    x, y = arrays["x_train"], arrays["y_train"]
+    data = Data(x[train], y[train], x[val], y[val])
+    batch, steps = budget_rule(len(train), cfg)
+    make_deterministic(seed)
+    arch = dataclasses.replace(params.model, bn_momentum=cfg.bn_momentum)
+    model = build_model("mnist", arch, params.base.image_size)
+    record = {"run": run, "budget": budget, "seed": seed, "n_train": len(train), "n_val": len(val),
+              "batch_size": batch, "steps": steps}
+    if run == "scratch":
+        record["selected"] = train_steps(model, data, steps, cfg.lr, cfg.schedule, batch, seed, cfg.eval_every)
+    else:
+        transfer_by_name(model, source_weights, params.transfer.layers)
+        set_trainable(model, params.transfer.freeze, False, "transfer.freeze")
+        head_steps, finetune_steps = (steps, 0) if run == "frozen" else split_steps(steps, cfg)
+        head, features = cache_features(model, data, batch, "the sweep's frozen phase")
+        record["selected"] = train_steps(
+            head, features, head_steps, cfg.head_lr, cfg.schedule, batch, seed, cfg.eval_every
+        )
+        if finetune_steps:
+            set_trainable(model, params.transfer.freeze, True, "transfer.freeze")
+            record["selected"] = train_steps(
+                model, data, finetune_steps, cfg.lr, cfg.schedule, batch, seed, cfg.eval_every
+            )
+            record["selected"]["best_step"] += head_steps
+    record["test_accuracy"] = evaluate(model, arrays["x_test"], arrays["y_test"], 512)["test_accuracy"]
+    record["seconds"] = round(time.perf_counter() - started, 2)
+    return record
+
+
+def point_name(run: str, budget: int, seed: int) -> str:
+    """File stem of a point's record; dvc.yaml writes `metrics/sweep/<point_name>.json`."""
+    return f"{run}-{budget}-{seed}"
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Quantile of Student's t distribution with `df` degrees of freedom, p in (0.5, 1).
+
+    The CDF is integrated numerically (Simpson) from the density and inverted by bisection: no SciPy needed.
+    """
+    if not 0.5 < p < 1 or df < 1:
+        raise ValueError("need 0.5 < p < 1 and df >= 1")
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(t: float) -> float:
+        xs = np.linspace(0.0, t, 4001)
+        fs = np.exp(log_c - (df + 1) / 2 * np.log1p(xs**2 / df))
+        h = t / 4000
+        return 0.5 + h / 3 * (fs[0] + fs[-1] + 4 * fs[1:-1:2].sum() + 2 * fs[2:-1:2].sum())
+
+    low, high = 0.0, 1.0
+    while cdf(high) < p:
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < p else (low, mid)
+    return (low + high) / 2
+
+
+def summarize(values: list[float]) -> dict:
+    """Mean, sample std (ddof=1) and the two-sided 95 % t confidence interval of the mean."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    mean = float(np.mean(values))
+    std = float(np.std(values, ddof=1)) if n > 1 else 0.0
+    half = t_quantile(0.975, n - 1) * std / math.sqrt(n) if n > 1 else None  # no interval from one value
+    return {
+        "n": n,
+        "mean": round(mean, 6),
+        "std": round(std, 6),
+        "ci95_low": None if half is None else round(mean - half, 6),
+        "ci95_high": None if half is None else round(mean + half, 6),
+    }
+
+
+def aggregate(records: list[dict], cfg: Sweep) -> dict:
+    """data_efficiency.json: per run and budget the summary and per-seed test accuracies; paired gains."""
+    by_point = {(r["run"], r["budget"], r["seed"]): r["test_accuracy"] for r in records}
+    runs = [run for run in SWEEP_RUNS if any(key[0] == run for key in by_point)]
+    out: dict = {"budget_rule": {"steps": cfg.steps, "batch_size": cfg.batch_size, "min_epochs": cfg.min_epochs,
+                                 "eval_every": cfg.eval_every, "head_fraction": cfg.head_fraction}}
+    for run in runs:
+        out[run] = {}
+        for budget in cfg.budgets:
+            per_seed = {str(s): by_point[(run, budget, s)] for s in cfg.seeds}
+            out[run][str(budget)] = summarize(list(per_seed.values())) | {"per_seed": per_seed}
+    # Paired by seed: the same labelled images and the same seed on both sides.
+    for a, b in (("transfer", "scratch"), ("frozen", "scratch"), ("transfer", "frozen")):
+        if a in runs and b in runs:
+            out[f"{a}_minus_{b}"] = {
+                str(budget): summarize([by_point[(a, budget, s)] - by_point[(b, budget, s)] for s in cfg.seeds])
+                for budget in cfg.budgets
+            }
+    out["train_seconds_total"] = round(sum(r["seconds"] for r in records), 1)
+    return out
+
+
+def plot_rows(summary: dict) -> list[dict]:
+    """Long-format rows (labels, run, mean, ci95_low, ci95_high) for the DVC plot with error bars."""
+    return [
+        {"labels": int(budget), "run": run, "mean": s["mean"], "ci95_low": s["ci95_low"], "ci95_high": s["ci95_high"]}
+        for run in SWEEP_RUNS
+        if run in summary
+        for budget, s in summary[run].items()
+    ]
+
+
+def plot_png(path: Path, summary: dict) -> None:
+    """Test accuracy against labels (log x), one line per run, 95 % intervals as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tlpipe.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for run in SWEEP_RUNS:
+        if run not in summary:
+            continue
+        budgets = sorted(int(b) for b in summary[run])
+        rows = [summary[run][str(b)] for b in budgets]
+        mean = np.array([r["mean"] for r in rows])
+        low = np.array([r["ci95_low"] for r in rows])
+        high = np.array([r["ci95_high"] for r in rows])
+        ax.errorbar(budgets, mean, yerr=[mean - low, high - mean], marker="o", capsize=4, label=run)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled MNIST training images (validation split included)")
+    ax.set_ylabel("MNIST test accuracy")
+    ax.set_title("Data efficiency: mean over seeds, 95 % t-interval")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
