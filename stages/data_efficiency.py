@@ -12,9 +12,8 @@ from pathlib import Path
 
 from tlpipe.cli import run
 from tlpipe.errors import PipelineError
-from tlpipe.io import write_json, write_text
+from tlpipe.io import to_csv, write_json, write_text
 from tlpipe.params import SWEEP_RUNS, load_params
-from tlpipe.report import to_csv
 from tlpipe.sweep import aggregate, plot_png, plot_rows, point_name
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
+from tests.support import ROOT
 from tlpipe.bench import layer_macs, timed, training_flops
 from tlpipe.model import build_model
 from tlpipe.params import Model
@@ -25,3 +27,32 @@ def test_timed_reports_exit_code_and_peak_rss_of_the_child():
     assert result["returncode"] == 0 and result["seconds"] > 0
     assert result["peak_rss_mb"] >= 200
     assert timed([sys.executable, "-c", "raise SystemExit(3)"])["returncode"] == 3
+
+
+def load_runner():
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_ratios_and_required_keys():
+    runner = load_runner()
+    images = {"pretrain": 1000, "frozen": 500, "finetune": 500, "scratch": 1000}
+    reference = {p: {"seconds": 10.0, "train_images": images[p], "test_accuracy": 0.9, "peak_rss_mb": 100}
+                 for p in runner.PHASES}
+    project = {s: {"seconds": 5.0, "train_images": images[p], "test_accuracy": 0.95, "peak_rss_mb": 200}
+               for p, s in runner.PHASES.items()}
+    project["frozen_head"]["seconds"] = 1.0
+    project["compare"] = {"seconds": 3.0, "peak_rss_mb": 900}
+    flops = {"fashion_train": 2e7, "mnist_train": 1e7}
+    report = runner.summarize(reference, project, gflops=100.0, flops=flops, noop=1.5, argv=["bench"])
+    assert report["reference"]["total_seconds"] == 40.0 and report["project"]["total_seconds"] == 16.0
+    assert report["speedup"]["total"] == 2.5 and report["speedup"]["frozen_head"] == 10.0
+    assert report["speedup"]["train_images_per_second"] == 2.0  # 2500 images in 15 s vs 30 s
+    assert report["peak_rss_mb"] == 900 and report["noop_repro_seconds"] == 1.5
+    # (1000 * 2e7 + 1500 * 1e7) FLOP in 15 s against 100 GFLOP/s
+    assert report["train_fraction_of_peak"] == round(3.5e10 / 15 / 1e11, 3)
+    assert report["test_accuracy"]["project"]["finetune"] == 0.95
+    assert {"cores", "flags"} <= set(report["machine"]) and report["command"] == "bench"
+    assert "| **total** | 40.0 | 16.0 | 2.50x |" in runner.table(report)

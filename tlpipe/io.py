@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import tempfile
@@ -39,3 +41,12 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: object) -> None:
     """Write `data` as indented, key-sorted JSON to `path` atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def to_csv(rows: list[dict]) -> str:
+    """Rows of equal keys as CSV text with a header."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

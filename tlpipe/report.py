@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from tlpipe.io import atomic_path, write_text
+from tlpipe.io import atomic_path, to_csv, write_text
 from tlpipe.train import make_dataset
 
 # Files written into the plots folder; dvc.yaml's top-level `plots:` names the same files.
@@ -54,15 +52,6 @@ def compare_metrics(
             "train_seconds": round(seconds[run], 2),
         }
     return metrics
-
-
-def to_csv(rows: list[dict]) -> str:
-    """Rows of equal keys as CSV text with a header."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
 
 
 def write_curves(plots: Path, curves: dict[str, list[dict]]) -> None:

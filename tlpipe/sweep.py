@@ -106,6 +106,7 @@ def run_point(run: str, budget: int, seed: int, params: Params, arrays: dict, so
         transfer_by_name(model, source_weights, params.transfer.layers)
         set_trainable(model, params.transfer.freeze, False, "transfer.freeze")
         head_steps, finetune_steps = (steps, 0) if run == "frozen" else split_steps(steps, cfg)
+        record["head_steps"] = head_steps
         head, features = cache_features(model, data, batch, "the sweep's frozen phase")
         record["selected"] = train_steps(
             head, features, head_steps, cfg.head_lr, cfg.schedule, batch, seed, cfg.eval_every
