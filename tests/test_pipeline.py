@@ -105,7 +105,7 @@ def test_status_clean_and_plots_render(repo, tmp_path):
     sh(root, "dvc", "plots", "show", "-o", str(tmp_path / "plots"), env=env)
     page = (tmp_path / "plots" / "index.html").read_text()
     assert "transfer_curve.csv" in page and "confusion" in page
-    assert '"errorbar"' in page and "data_efficiency/accuracy.csv" in page  # the sweep's custom template
+    assert '"errorbar"' in page and "labelled MNIST" in page  # the sweep's plot, through its custom template
     assert "../node_modules/vega/build/vega.min.js" in page and "cdn.jsdelivr" not in page  # renders offline
 
 

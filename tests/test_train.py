@@ -3,12 +3,13 @@ import dataclasses
 import numpy as np
 import pytest
 
+import tlpipe.train as train_module
 from tests.support import synthetic_arrays
 from tlpipe.errors import PipelineError
 from tlpipe.model import build_model
 from tlpipe.params import load_params
 from tlpipe.report import compare_metrics, epochs_to_threshold
-from tlpipe.train import Data, fit, fit_head_on_features, make_deterministic
+from tlpipe.train import Data, fit, fit_head_on_features, make_dataset, make_deterministic
 from tlpipe.transfer import set_trainable
 
 EXTRACTOR = ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
@@ -98,3 +99,19 @@ def test_compare_metrics():
     assert metrics["scratch"]["epochs_to_threshold"] is None
     assert metrics["transfer"]["train_seconds"] == 10.12
     assert metrics["scratch"]["best_val_accuracy"] == 0.985
+
+
+def test_both_gather_paths_give_the_same_batches(monkeypatch):
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (50, 6, 6), dtype=np.uint8), rng.integers(0, 10, 50, dtype=np.uint8)
+
+    def batches() -> list:
+        return [(xb.numpy(), yb.numpy()) for xb, yb in make_dataset(x, y, 8, shuffle_seed=3, repeat=True).take(9)]
+
+    in_tf = batches()
+    monkeypatch.setattr(train_module, "IN_PLACE_BYTES", 0)  # force the in-place NumPy path
+    in_place = batches()
+    assert in_tf[0][0].shape == (8, 6, 6, 1) and in_tf[0][0].dtype == np.float32
+    for (a, la), (b, lb) in zip(in_tf, in_place, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)

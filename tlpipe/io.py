@@ -11,6 +11,15 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# Temporary files of atomic writes in progress, so that an interrupt handler can remove them before exiting.
+PENDING: set[Path] = set()
+
+
+def remove_pending() -> None:
+    """Delete the temporary files of any atomic write in progress."""
+    for tmp in list(PENDING):
+        tmp.unlink(missing_ok=True)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -21,6 +30,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    PENDING.add(tmp_path)
     try:
         yield tmp_path
         # mkstemp makes the file private; give it the permissions a plain open() would have.
@@ -30,6 +40,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+        PENDING.discard(tmp_path)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -25,13 +25,19 @@ def make_deterministic(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+# Arrays above this size (cached features: GBs) are gathered from NumPy in place instead of being copied into a
+# TensorFlow constant. Smaller ones (images) take the all-TensorFlow path, which keeps the GIL out of the input
+# pipeline: with the in-place path for images too, `pretrain` took 356 s instead of 279 s.
+IN_PLACE_BYTES = 256 * 2**20
+
+
 def make_dataset(
     x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None, repeat: bool = False
 ) -> tf.data.Dataset:
     """Batches of (float32 inputs, labels), reshuffled every epoch when seeded; endless when `repeat`.
 
-    Shuffles indices and gathers whole batches straight from the NumPy arrays: no per-example copies into a
-    shuffle buffer and no copy of the arrays into TensorFlow (cached features are GBs), one cast per batch.
+    Shuffles indices and gathers whole batches: no per-example copies into a shuffle buffer, one cast per
+    batch. Both gather paths give the same batches.
     """
     order = tf.data.Dataset.range(len(x))
     if shuffle_seed is not None:
@@ -40,14 +46,23 @@ def make_dataset(
         order = order.repeat()
     shape = (*x.shape[1:], 1) if x.ndim == 3 else x.shape[1:]  # images get a channel axis
 
-    def take(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return x[index].astype(np.float32).reshape(len(index), *shape), y[index]
+    if x.nbytes > IN_PLACE_BYTES:
 
-    def gather(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        batch, labels = tf.numpy_function(take, [index], (tf.float32, tf.as_dtype(y.dtype)), stateful=False)
-        batch.set_shape((None, *shape))
-        labels.set_shape((None,))
-        return batch, labels
+        def take(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return x[index].astype(np.float32).reshape(len(index), *shape), y[index]
+
+        def gather(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            batch, labels = tf.numpy_function(take, [index], (tf.float32, tf.as_dtype(y.dtype)), stateful=False)
+            batch.set_shape((None, *shape))
+            labels.set_shape((None,))
+            return batch, labels
+
+    else:
+        inputs, targets = tf.constant(x), tf.constant(y)
+
+        def gather(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            batch = tf.reshape(tf.cast(tf.gather(inputs, index), tf.float32), (-1, *shape))
+            return batch, tf.gather(targets, index)
 
     return order.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
