@@ -9,7 +9,7 @@ from tlpipe.errors import PipelineError
 from tlpipe.model import build_model
 from tlpipe.params import load_params
 from tlpipe.report import compare_metrics, epochs_to_threshold
-from tlpipe.train import Data, fit, fit_head_on_features, make_dataset, make_deterministic
+from tlpipe.train import BestWeights, Data, compile_model, fit, fit_head_on_features, make_dataset, make_deterministic
 from tlpipe.transfer import set_trainable
 
 EXTRACTOR = ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
@@ -115,3 +115,17 @@ def test_both_gather_paths_give_the_same_batches(monkeypatch):
     for (a, la), (b, lb) in zip(in_tf, in_place, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(la, lb)
+
+
+def test_best_weights_restores_the_start_when_the_start_was_best(setup):
+    params, data, phase = setup
+    make_deterministic(0)
+    model = build_model("mnist", params.model, params.base.image_size)
+    start = [w.copy() for w in model.get_weights()]
+    compile_model(model, 0.01, "constant", 4)
+    best = BestWeights(start_accuracy=1.1, steps_per_round=2)  # no round can beat the start
+    model.fit(make_dataset(data.x_train, data.y_train, 16, shuffle_seed=7, repeat=True), epochs=2, steps_per_epoch=2,
+              validation_data=make_dataset(data.x_val, data.y_val, 16), callbacks=[best], verbose=0)
+    assert best.best_step == 0
+    for a, b in zip(start, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -161,14 +161,20 @@ def fit_head_on_features(
 
 
 class BestWeights(keras.callbacks.Callback):
-    """Remember the weights with the best validation accuracy (ties: the later one) and restore them at the end."""
+    """Remember the weights with the best validation accuracy (ties: the later one) and restore them at the end.
+
+    The starting weights are a candidate too, with `start_accuracy`.
+    """
 
     def __init__(self, start_accuracy: float, steps_per_round: int):
         super().__init__()
         self.steps_per_round = steps_per_round
         self.best_accuracy = start_accuracy
         self.best_step = 0
-        self.best_weights = None  # None: the starting weights are the best so far
+        self.best_weights = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.best_weights = self.model.get_weights()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         accuracy = float(logs["val_accuracy"])
@@ -177,8 +183,7 @@ class BestWeights(keras.callbacks.Callback):
             self.best_weights = self.model.get_weights()
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
+        self.model.set_weights(self.best_weights)
 
 
 def train_steps(
