@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
+
+import pytest
+import yaml
 
 from tests.support import ROOT
 from tlpipe.bench import layer_macs, timed, training_flops
@@ -56,3 +60,44 @@ def test_report_ratios_and_required_keys():
     assert report["test_accuracy"]["project"]["finetune"] == 0.95
     assert {"cores", "flags"} <= set(report["machine"]) and report["command"] == "bench"
     assert "| **total** | 40.0 | 16.0 | 2.50x |" in runner.table(report)
+
+
+def test_targets_table_marks_each_target_and_missed_bars():
+    runner = load_runner()
+    report = {"speedup": {"total": 2.5, "frozen_head": 4.0, "train_images_per_second": 1.9},
+              "test_accuracy": {"project": {"pretrain": 0.92, "finetune": 0.9921, "scratch": 0.995}},
+              "noop_repro_seconds": 3.4, "peak_rss_mb": 2100}
+    rows = runner.targets(report).splitlines()[2:]
+    assert [row.rsplit("|", 2)[1].strip() for row in rows] == ["**no**", "**no**", "yes", "**no**", "yes"]
+    assert "0.40× the reference; bars missed: finetune 0.9921 < 0.993" in rows[0]
+
+
+def test_readme_performance_tables_are_the_committed_report():
+    """The README's numbers are copied from benchmarks/report.json (`run.py --render`), never typed in."""
+    runner = load_runner()
+    report = json.loads((ROOT / "benchmarks" / "report.json").read_text())
+    for key in ("reference.total_seconds", "project.total_seconds", "speedup.total", "speedup.frozen_head",
+                "speedup.train_images_per_second", "noop_repro_seconds", "peak_rss_mb", "matmul_gflops",
+                "train_fraction_of_peak", "test_accuracy.reference", "test_accuracy.project", "command",
+                "machine.cores", "machine.flags"):
+        value = report
+        for part in key.split("."):
+            value = value[part]
+        assert value is not None, key
+    readme = (ROOT / "README.md").read_text()
+    assert runner.table(report) in readme and runner.targets(report) in readme
+
+
+def test_overrides_change_only_the_named_params_and_reject_unknown_keys(tmp_path):
+    runner = load_runner()
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text((ROOT / "params.yaml").read_text())
+    runner.apply_overrides(params_file, ["pretrain.epochs=5", "transfer.freeze=[conv1, conv2]"])
+    before, after = (yaml.safe_load(f.read_text()) for f in (ROOT / "params.yaml", params_file))
+    assert after["pretrain"]["epochs"] == 5 and after["transfer"]["freeze"] == ["conv1", "conv2"]
+    after["pretrain"]["epochs"] = before["pretrain"]["epochs"]
+    after["transfer"]["freeze"] = before["transfer"]["freeze"]
+    assert after == before
+    for bad in ("pretrain.epoch=5", "nope.epochs=5", "pretrain.epochs"):
+        with pytest.raises(SystemExit, match="--set"):
+            runner.apply_overrides(params_file, [bad])
