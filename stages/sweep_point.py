@@ -3,7 +3,8 @@
 Reads data/mnist.npz, models/fashion.weights.h5 (transfer and frozen runs) and params base.image_size,
 model.*, transfer.*, sweep.* (except the lists of budgets and seeds, so adding a seed re-runs only new points).
 Writes one JSON record: sizes, budget rule, the validation-selected step, and the test accuracy.
-Run alone: dvc repro sweep_pretrained@transfer-100-0  (names: dvc stage list)
+dvc.yaml runs it three times (transfer, frozen, scratch) per stage sweep@<budget>-<seed>, e.g.
+dvc repro sweep@100-0  (names: dvc stage list)
 """
 
 import argparse
