@@ -206,7 +206,9 @@ def main() -> None:
     for npz in ("mnist.npz", "fashion_mnist.npz"):
         if not (args.data / npz).is_file():
             raise SystemExit(f"{args.data / npz}: missing; run `dvc repro download` first")
-    env = os.environ | {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # dvc.yaml's `python` and `dvc` are this interpreter's (the venv's), as under `make`, however run.py was started.
+    env = os.environ | {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
+                        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     params = load_params(ROOT / "params.yaml")
     flops = {f"{task}_{k}": v for task in ("fashion", "mnist")
              for k, v in training_flops(build_model(task, params.model, params.base.image_size)).items()}

@@ -101,3 +101,13 @@ def test_overrides_change_only_the_named_params_and_reject_unknown_keys(tmp_path
     for bad in ("pretrain.epoch=5", "nope.epochs=5", "pretrain.epochs"):
         with pytest.raises(SystemExit, match="--set"):
             runner.apply_overrides(params_file, [bad])
+
+
+def test_readme_half_epochs_numbers_are_the_committed_variant_report():
+    report = json.loads((ROOT / "benchmarks" / "report-half-epochs.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    accuracy = report["test_accuracy"]["project"]
+    assert f"{1 / report['speedup']['total']:.2f}× the reference's time" in readme
+    assert (f"pretrain {accuracy['pretrain']:.4f}, frozen head {accuracy['frozen_head']:.4f}, "
+            f"transfer {accuracy['finetune']:.4f} and scratch {accuracy['scratch']:.4f}") in " ".join(readme.split())
+    assert "--set pretrain.epochs=5" in report["command"]
