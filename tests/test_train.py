@@ -60,7 +60,9 @@ def test_cached_features_need_a_frozen_extractor(setup):
     make_deterministic(0)
     model = build_model("mnist", params.model, params.base.image_size)
     set_trainable(model, ["conv1", "bn1"], False, "transfer.freeze")
-    with pytest.raises(PipelineError, match="cache_features needs the whole extractor frozen"):
+    with pytest.raises(PipelineError, match="cache_features needs the whole extractor frozen.*"
+                       r"\['bn2', 'bn3', 'conv2', 'conv3'\] are not in transfer.freeze; add them to transfer.freeze, "
+                       "or set frozen_head.cache_features: false$"):
         fit_head_on_features(model, data, phase, 16, 7, NullLive())
 
 

@@ -122,18 +122,21 @@ def fit(model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int
     return time.perf_counter() - start
 
 
-def cache_features(model: keras.Model, data: Data, batch_size: int, key: str) -> tuple[keras.Model, Data]:
+def cache_features(
+    model: keras.Model, data: Data, batch_size: int, key: str, fix: str = "add them to transfer.freeze"
+) -> tuple[keras.Model, Data]:
     """Split `model` at its features; return (head, `data` with images replaced by the extractor's outputs).
 
     Exact when the extractor is frozen with BatchNormalization in inference mode: the extractor is then a
     fixed function, so running it every step would recompute the same features. The head shares the
-    model's layers, so training it trains `model`. `key` names the setting that asked for the cache.
+    model's layers, so training it trains `model`. `key` names the setting that asked for the cache, `fix` what
+    the user can do when the extractor is not frozen.
     """
     extractor, head = split_at_features(model)
     if extractor.trainable_weights:
         trainable = sorted({w.path.split("/")[0] for w in extractor.trainable_weights})
         raise PipelineError(
-            f"params.yaml: {key} needs the whole extractor frozen, but {trainable} are not in transfer.freeze"
+            f"params.yaml: {key} needs the whole extractor frozen, but {trainable} are not in transfer.freeze; {fix}"
         )
 
     run = tf.function(lambda batch: extractor(batch, training=False))
@@ -155,7 +158,10 @@ def fit_head_on_features(
     Same shuffle seed and batches as `fit`, so the head sees the same updates.
     """
     start = time.perf_counter()
-    head, cached = cache_features(model, data, batch_size, "frozen_head.cache_features")
+    head, cached = cache_features(
+        model, data, batch_size, "frozen_head.cache_features",
+        fix="add them to transfer.freeze, or set frozen_head.cache_features: false",
+    )
     fit(head, cached, phase, batch_size, seed, live, first_epoch)
     return time.perf_counter() - start
 
