@@ -1,5 +1,7 @@
 # `make repro` runs the pipeline, `make test` the tests; each creates .venv on first use.
 VENV := .venv
+# Any Python that the pinned TensorFlow and NumPy support (3.11-3.13): `make PYTHON=python3.12 ...` picks one.
+PYTHON ?= python3
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -7,7 +9,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 .PHONY: repro test lint plots bench
 
 $(VENV)/installed: pyproject.toml
-	python3 -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))' 2>/dev/null || { \
+	  echo "make: '$(PYTHON)' is not Python 3.11-3.13 ($$($(PYTHON) --version 2>&1)); install one and run" \
+	       "e.g. 'make PYTHON=python3.12 $(MAKECMDGOALS)'" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@

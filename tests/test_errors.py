@@ -129,12 +129,13 @@ def test_unknown_layer_names(workdir, data_dir, tmp_path, key, names, message):
 
 def weights_for(workdir: Path, task: str, path: Path, filters=(4, 8, 8)) -> None:
     code = (
-        "import dataclasses, sys; from tlpipe.model import build_model; from tlpipe.params import load_params;"
+        "import sys; from tlpipe.model import build_model; from tlpipe.params import load_params;"
         "from tlpipe.transfer import save_weights; p = load_params();"
-        f"m = dataclasses.replace(p.model, conv_filters={list(filters)});"
+        f"m = p.model.model_copy(update={{'conv_filters': {list(filters)}}});"
         f"save_weights(build_model('{task}', m, 28), '{path}')"
     )
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT if not (workdir / "params.yaml").exists() else workdir,
+    # workdir's params.yaml (tiny, from the committed defaults), never the workspace's experiment
+    subprocess.run([sys.executable, "-c", code], cwd=workdir,
                    check=True, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)})
 
 

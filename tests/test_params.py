@@ -1,12 +1,60 @@
-import pytest
+import os
+import subprocess
 
-from tests.support import set_param
+import pytest
+import yaml
+
+from tests.support import ROOT, committed_values, default_params, set_param, tiny_params
 from tlpipe.errors import PipelineError
 from tlpipe.params import load_params
 
 
-def test_repository_params_are_valid():
-    params = load_params("params.yaml")
+def leaves(tree: dict, prefix: str = "") -> dict:
+    """{dotted key: value} for every non-mapping value of a nested mapping."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= leaves(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_default_params_are_the_committed_ones():
+    # Tests read the committed defaults, never the experiment `dvc exp run -S ...` left in the workspace file.
+    shown = subprocess.run(["git", "show", "HEAD:./params.yaml"], cwd=ROOT, capture_output=True, text=True)
+    if shown.returncode != 0:
+        pytest.skip(f"no committed params.yaml at {ROOT}: {shown.stderr.strip()}")
+    committed = leaves(yaml.safe_load(shown.stdout))
+    workspace = leaves(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    defaults = leaves(default_params())
+    assert defaults.keys() == workspace.keys()  # the schema the code under test reads
+    for key, value in defaults.items():
+        # every committed value; keys not committed yet (a schema change in progress) from the workspace
+        assert value == committed.get(key, workspace[key]), key
+    if committed.keys() == workspace.keys():
+        assert default_params() == yaml.safe_load(shown.stdout)
+    assert tiny_params({})["finetune"]["lr"] == committed.get("finetune.lr", workspace["finetune.lr"])
+
+
+def test_default_params_ignore_the_workspace_experiment(tmp_path):
+    env = os.environ | {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"finetune": {"lr": 0.001, "epochs": 5}, "sweep": {"seeds": [0, 1, 2]}}))
+    assert default_params(tmp_path) == yaml.safe_load(params.read_text())  # not a git work tree: the file
+    for args in (["init", "-q"], ["add", "params.yaml"], ["-c", "commit.gpgsign=false", "commit", "-qm", "defaults"]):
+        subprocess.run(["git", *args], cwd=tmp_path, env=env, check=True, capture_output=True)
+    # an experiment changes values; an uncommitted schema change adds and removes keys
+    params.write_text(yaml.safe_dump({"finetune": {"lr": 3e-4, "warmup": 0.1}, "sweep": {"seeds": [0]}}))
+    assert default_params(tmp_path) == {"finetune": {"lr": 0.001, "warmup": 0.1}, "sweep": {"seeds": [0, 1, 2]}}
+    assert committed_values({"a": 1}, {"a": {"b": 2}}) == {"a": {"b": 2}}  # a value became a mapping
+
+
+def test_repository_params_are_valid(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(default_params()))
+    params = load_params(path)
     assert params.frozen_head.epochs + params.finetune.epochs == params.scratch.epochs
     # fair comparison: scratch trains under the same rules as the transfer run
     assert params.scratch.schedule == params.frozen_head.schedule == params.finetune.schedule
@@ -72,3 +120,72 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("base: [unclosed\n")
     with pytest.raises(PipelineError, match="not valid YAML"):
         load_params(bad)
+
+
+def error_line(params_file, **changes) -> str:
+    """The whole PipelineError message after setting each dotted key (given as section__key) in params_file."""
+    for dotted, value in changes.items():
+        set_param(params_file, dotted.replace("__", "."), value)
+    with pytest.raises(PipelineError) as err:
+        load_params(params_file)
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        # unknown key, with the closest known key
+        ({"sweep__head_frac": 0.5}, "unknown key 'sweep.head_frac'; did you mean 'sweep.head_fraction'?"),
+        # wrong type: strict, a bool is not an integer and a string is not a bool
+        ({"base__seed": True}, "base.seed must be an integer, got True (bool)"),
+        ({"pretrain__flip": "no"}, "pretrain.flip must be true or false, got 'no' (str)"),
+        # out of range: a two-sided bound with its unit, and a bound on a list item
+        ({"finetune__shift": 9}, "finetune.shift must be in [0, 8] pixels, got 9"),
+        ({"model__conv_filters": [4, 0, 8]}, "model.conv_filters[1] must be >= 1, got 0"),
+        # a Literal choice
+        ({"scratch__schedule": "linear"}, "scratch.schedule must be one of ['constant', 'cosine'], got 'linear'"),
+        # cross-key rules
+        (
+            {"pretrain__schedule": "constant", "pretrain__warmup": 0.1},
+            "pretrain.warmup needs pretrain.schedule: cosine",
+        ),
+        (
+            {"frozen_head__cache_features": True, "frozen_head__shift": 2},
+            "frozen_head.shift needs frozen_head.cache_features: false "
+            "(cached features are computed once, from unshifted images)",
+        ),
+    ],
+)
+def test_error_is_one_whole_line(params_file, changes, message):
+    assert error_line(params_file, **changes) == f"{params_file}: {message}"
+
+
+def test_cross_key_rules_allow_the_valid_combinations(params_file):
+    set_param(params_file, "pretrain.warmup", 0.1)  # warmup with cosine
+    set_param(params_file, "frozen_head.cache_features", False)
+    set_param(params_file, "frozen_head.shift", 2)  # shifts on images, not on cached features
+    params = load_params(params_file)
+    assert params.pretrain.warmup == 0.1 and params.frozen_head.shift == 2
+
+
+def test_a_renamed_key_is_reported_as_unknown_not_missing(params_file):
+    # a typo both adds an unknown key and drops a known one: the did-you-mean is the useful message
+    set_param(params_file, "finetune.lr", delete=True)
+    assert error_line(params_file, finetune__lr_rate=0.1) == (
+        f"{params_file}: unknown key 'finetune.lr_rate'; did you mean 'finetune.lr'?"
+    )
+
+
+def test_missing_key(params_file):
+    set_param(params_file, "finetune.lr", delete=True)
+    with pytest.raises(PipelineError) as err:
+        load_params(params_file)
+    assert str(err.value) == f"{params_file}: missing key 'finetune.lr'"
+
+
+def test_loaded_params_are_read_only(params_file):
+    params = load_params(params_file)
+    with pytest.raises(ValueError, match="frozen"):
+        params.pretrain.epochs = 3
+    wider = params.model.model_copy(update={"conv_filters": [5, 8, 8]})
+    assert wider.conv_filters == [5, 8, 8] and params.model.conv_filters == [4, 8, 8]

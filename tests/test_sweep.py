@@ -89,7 +89,7 @@ def test_summary_of_known_values():
     assert s["ci95_low"] == pytest.approx(0.92 - half, abs=1e-6)
     assert s["ci95_high"] == pytest.approx(0.92 + half, abs=1e-6)
     single = summarize([0.5])
-    assert single["std"] == 0 and single["ci95_low"] is None  # one value has no interval
+    assert single["std"] is None and single["ci95_low"] is None  # one value has no spread and no interval
 
 
 def test_aggregate_pairs_runs_by_seed(cfg):
@@ -125,12 +125,79 @@ def test_data_efficiency_names_a_missing_point(tmp_path, params_file):
 
 
 def test_point_record(tmp_path, params_file, data_dir):
-    result = run_stage(tmp_path, "sweep_point", "--run", "scratch", "--budget", "60", "--seed", "1",
-                       "--data", str(data_dir / "mnist.npz"), "--out", "p.json")
+    result = run_stage(tmp_path, "sweep_point", "--runs", "scratch", "--budget", "60", "--seed", "1",
+                       "--data", str(data_dir / "mnist.npz"), "--out-dir", "points")
     assert result.returncode == 0, result.stderr
-    record = json.loads((tmp_path / "p.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "points").iterdir()) == ["scratch-60-1.json"]
+    record = json.loads((tmp_path / "points" / "scratch-60-1.json").read_text())
     assert (record["n_train"], record["n_val"], record["batch_size"], record["steps"]) == (50, 10, 8, 8)
     assert 0 <= record["test_accuracy"] <= 1 and record["selected"]["best_step"] in (0, 2, 4, 6, 8)
-    result = run_stage(tmp_path, "sweep_point", "--run", "transfer", "--budget", "60", "--seed", "1",
-                       "--data", str(data_dir / "mnist.npz"), "--out", "q.json")
-    assert result.returncode == 2 and "needs --source-weights" in result.stderr
+    result = run_stage(tmp_path, "sweep_point", "--runs", "transfer", "--budget", "60", "--seed", "1",
+                       "--data", str(data_dir / "mnist.npz"), "--out-dir", "other")
+    assert result.returncode == 2 and "need --source-weights" in result.stderr
+    assert not (tmp_path / "other").exists()
+
+
+def test_points_in_one_process_match_points_alone(tmp_path, params_file, data_dir):
+    """Sharing a process, the split and the cached features changes no record (seconds aside)."""
+    import keras
+
+    from tlpipe.model import build_model
+    from tlpipe.params import load_params
+    from tlpipe.transfer import save_weights
+
+    params = load_params(params_file)
+    keras.utils.set_random_seed(7)
+    save_weights(build_model("fashion", params.model, params.base.image_size), tmp_path / "fashion.weights.h5")
+    common = ["--budget", "60", "--seed", "1", "--data", str(data_dir / "mnist.npz"),
+              "--source-weights", "fashion.weights.h5"]
+    together = run_stage(tmp_path, "sweep_point", *common, "--out-dir", "together")
+    assert together.returncode == 0, together.stderr
+    for run in ("transfer", "frozen", "scratch"):
+        alone = run_stage(tmp_path, "sweep_point", "--runs", run, *common, "--out-dir", "alone")
+        assert alone.returncode == 0, alone.stderr
+        a, b = (json.loads((tmp_path / d / f"{run}-60-1.json").read_text()) for d in ("together", "alone"))
+        a.pop("seconds"), b.pop("seconds")
+        assert a == b, run
+
+
+def test_one_seed_gives_means_without_intervals(tmp_path, params_file, monkeypatch):
+    """`sweep.seeds: [0]` is valid: means only, no std or interval, said in the JSON, the CSV and the PNG."""
+    import matplotlib.axes
+
+    from tests.support import set_param
+    from tlpipe.sweep import plot_png
+
+    def records(seeds: list[int]) -> list[dict]:
+        accuracy = {"transfer": 0.9, "frozen": 0.8, "scratch": 0.7}
+        return [{"run": run, "budget": budget, "seed": seed, "test_accuracy": acc + 0.01 * seed, "seconds": 1.0}
+                for run, acc in accuracy.items() for budget in (20, 60) for seed in seeds]
+
+    assert aggregate(records([0, 1]), load_params(params_file).sweep)["intervals"] is True
+    set_param(params_file, "sweep.seeds", [0])
+    cfg = load_params(params_file).sweep  # one seed passes validation
+    out = aggregate(records([0]), cfg)
+    assert out["intervals"] is False and "one seed" in out["note"]
+    assert out["transfer"]["20"] == {"n": 1, "mean": 0.9, "std": None, "ci95_low": None, "ci95_high": None,
+                                     "per_seed": {"0": 0.9}}
+    gain = out["transfer_minus_scratch"]["60"]
+    assert gain["mean"] == pytest.approx(0.2) and gain["std"] is None and gain["ci95_high"] is None
+    rows = plot_rows(out)
+    assert len(rows) == 6 and all(r["ci95_low"] is None and r["ci95_high"] is None for r in rows)
+    titles, errorbars = [], []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda self, title, *a, **k: titles.append(title))
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", lambda self, *a, **k: errorbars.append(a))
+    png = tmp_path / "plots" / "accuracy.png"
+    plot_png(png, out)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert errorbars == [] and titles == ["Data efficiency: one seed, means only (no intervals)"]
+    # the stage itself: JSON with nulls, CSV with empty interval cells
+    (tmp_path / "points").mkdir()
+    for record in records([0]):
+        (tmp_path / "points" / f"{record['run']}-{record['budget']}-0.json").write_text(json.dumps(record))
+    result = run_stage(tmp_path, "data_efficiency", "--points", "points", "--metrics-out", "out.json",
+                       "--plots-out", "stage_plots")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "out.json").read_text()) == out
+    csv_lines = (tmp_path / "stage_plots" / "accuracy.csv").read_text().splitlines()
+    assert csv_lines[:2] == ["labels,run,mean,ci95_low,ci95_high", "20,transfer,0.9,,"]

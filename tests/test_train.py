@@ -1,5 +1,3 @@
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -24,13 +22,16 @@ class NullLive:
     def next_step(self):
         pass
 
+    def end(self):  # DVCLive's Keras callback ends the run on train end
+        pass
+
 
 @pytest.fixture
 def setup(params_file):
     params = load_params(params_file)
     arrays = synthetic_arrays(96, 1, seed=0)
     data = Data(arrays["x_train"][:64], arrays["y_train"][:64], arrays["x_train"][64:], arrays["y_train"][64:])
-    phase = dataclasses.replace(params.frozen_head, epochs=2)
+    phase = params.frozen_head.model_copy(update={"epochs": 2})
     return params, data, phase
 
 
@@ -43,13 +44,17 @@ def frozen_model(params, seed=0):
 
 def test_cached_features_give_the_same_head_as_full_forward(setup):
     params, data, phase = setup
+    # 24 leaves a partial last batch in training (64 = 24 + 24 + 16) and validation (32 = 24 + 8)
+    batch_size = 24
+    assert len(data.x_train) % batch_size and len(data.x_val) % batch_size
     full = frozen_model(params)
-    fit(full, data, phase, 16, 7, NullLive())
+    fit(full, data, phase, batch_size, 7, NullLive())
     cached = frozen_model(params)
-    fit_head_on_features(cached, data, phase, 16, 7, NullLive())
+    fit_head_on_features(cached, data, phase, batch_size, 7, NullLive())
+    # exact, as the README says: measured max abs difference 0 (batch sizes 16, 20, 24; tiny and default model)
     for name in ("mnist_dense", "mnist_out"):
         for a, b in zip(full.get_layer(name).get_weights(), cached.get_layer(name).get_weights(), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+            np.testing.assert_array_equal(a, b)
     # and training really moved the head, so the comparison is not vacuous
     untrained = frozen_model(params).get_layer("mnist_out").get_weights()[0]
     assert not np.allclose(untrained, full.get_layer("mnist_out").get_weights()[0])

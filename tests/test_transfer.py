@@ -1,5 +1,3 @@
-import dataclasses
-
 import h5py
 import keras
 import numpy as np
@@ -50,20 +48,35 @@ def test_models_share_extractor_names_and_differ_in_heads(params):
     assert batchnorm_layers(mnist) == ["bn1", "bn2", "bn3"]
 
 
-def test_transfer_copies_exactly_the_listed_layers(params, fashion_file):
-    source, path = fashion_file
+def test_transfer_copies_exactly_the_listed_layers(params, tmp_path):
+    # A fresh build fills BatchNorm (gamma 1, beta 0, moving mean 0, variance 1) and biases (0) with the same
+    # constants in every model, so comparing fresh models would pass without copying them. Give every variable
+    # of the source distinctive values instead (positive, so they are valid BatchNorm variances too).
+    source = build("fashion", params, seed=1)
+    rng = np.random.default_rng(0)
+    for variable in source.weights:
+        variable.assign(rng.uniform(0.5, 1.5, tuple(variable.shape)).astype(variable.dtype))
+    path = tmp_path / "fashion.weights.h5"
+    save_weights(source, path)
     target = build("mnist", params, seed=2)
-    head_before = [w.copy() for w in target.get_layer("mnist_dense").get_weights()]
+    head = ["mnist_dense", "mnist_out"]
+    head_before = {n: [w.copy() for w in target.get_layer(n).get_weights()] for n in head}
     report = transfer_by_name(target, path, EXTRACTOR)
     assert sorted(report["copied"]) == sorted(EXTRACTOR)
     assert report["copied"]["conv1"] == [f"3x3x1x{params.model.conv_filters[0]}", str(params.model.conv_filters[0])]
+    assert report["copied"]["bn1"] == [str(params.model.conv_filters[0])] * 4  # gamma, beta, moving mean, variance
     assert report["skipped"] == {"mnist_dense": "not in source", "mnist_out": "not in source"}
     assert report["source_unused"] == ["fashion_dense", "fashion_out"]
     for name in EXTRACTOR:
-        for got, want in zip(target.get_layer(name).get_weights(), source.get_layer(name).get_weights(), strict=True):
+        got_vars, want_vars = target.get_layer(name).weights, source.get_layer(name).weights
+        assert [v.path.split("/")[-1] for v in got_vars] == [v.path.split("/")[-1] for v in want_vars]
+        for got, want in zip(got_vars, want_vars, strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=got.path)
+    bn = target.get_layer("bn1")
+    assert {"moving_mean", "moving_variance"} <= {v.path.split("/")[-1] for v in bn.weights}
+    for name in head:
+        for got, want in zip(target.get_layer(name).get_weights(), head_before[name], strict=True):
             np.testing.assert_array_equal(got, want)
-    for got, want in zip(target.get_layer("mnist_dense").get_weights(), head_before, strict=True):
-        np.testing.assert_array_equal(got, want)
 
 
 def test_partial_transfer_reports_unlisted_layers(params, fashion_file):
@@ -79,7 +92,7 @@ def test_transfer_errors(params, fashion_file, tmp_path):
         transfer_by_name(target, path, ["conv9"])
     with pytest.raises(PipelineError, match="has no layer 'mnist_dense' to transfer"):
         transfer_by_name(target, path, ["mnist_dense"])
-    wider = dataclasses.replace(params.model, conv_filters=[5, 8, 8])
+    wider = params.model.model_copy(update={"conv_filters": [5, 8, 8]})
     keras.utils.set_random_seed(0)
     other = tmp_path / "other.weights.h5"
     save_weights(build_model("fashion", wider, params.base.image_size), other)

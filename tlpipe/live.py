@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from dvclive import Live
+from dvclive.utils import standardize_metric_name
 
 from tlpipe.errors import PipelineError
 
@@ -31,14 +32,21 @@ def read_summary(directory: Path) -> dict:
         raise PipelineError(f"{path}: missing or unreadable; re-run the stage that logs there") from e
 
 
+def metric_name(key: str) -> str:
+    """Where DVCLive's Keras callback logs a Keras metric: val_accuracy -> eval/accuracy, loss -> train/loss."""
+    return standardize_metric_name(key, "dvclive.keras")
+
+
 def read_curve(directory: Path, keys: tuple[str, ...] = ("val_accuracy", "val_loss")) -> list[dict]:
     """Per-epoch rows {epoch, key...} from a stage's DVCLive metric files (step = epoch number)."""
     columns = {}
     for key in keys:
-        path = directory / "plots" / "metrics" / f"{key}.tsv"
+        name = metric_name(key)
+        path = directory / "plots" / "metrics" / f"{name}.tsv"
+        column = name.split("/")[-1]
         try:
             with path.open(encoding="utf-8", newline="") as f:
-                columns[key] = {int(row["step"]): float(row[key]) for row in csv.DictReader(f, delimiter="\t")}
+                columns[key] = {int(row["step"]): float(row[column]) for row in csv.DictReader(f, delimiter="\t")}
         except (OSError, KeyError, ValueError) as e:
             raise PipelineError(f"{path}: missing or unreadable; re-run the stage that logs there") from e
     epochs = sorted(columns[keys[0]])

@@ -1,184 +1,180 @@
-"""params.yaml -> typed, validated objects: one schema shared by every stage."""
+"""params.yaml -> typed, validated objects: one schema shared by every stage.
 
-from __future__ import annotations
+The schema is a tree of pydantic models: a key is one typed line, its rules live in its type (`Count`, `Fraction`,
+`Schedule`, ...), and rules across keys are model validators. `load_params` turns pydantic's first error into the
+pipeline's one-line message naming the file and the dotted key.
+"""
 
-import contextlib
-import dataclasses
 import difflib
 import re
 import typing
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated, Any, Literal, Self
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from tlpipe.errors import PipelineError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-SCHEDULES = ("constant", "cosine")
 
 
-@dataclass(frozen=True)
-class Base:
-    seed: int
-    batch_size: int
-    val_size: int
-    image_size: int
-
-    def check(self, where: str) -> None:
-        _at_least(self.batch_size, 1, f"{where}.batch_size")
-        _at_least(self.val_size, 1, f"{where}.val_size")
-        _at_least(self.seed, 0, f"{where}.seed")
-        _at_least(self.image_size, 1, f"{where}.image_size")
+def _number(value: object) -> object:
+    """YAML reads 1e-4 (no dot) as a string; accept what Python reads as a number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
-@dataclass(frozen=True)
-class Download:
-    timeout_s: float
-    retries: int
-    backoff_s: float
-    dirs: dict[str, list[str]]
-    urls: dict[str, list[str]]
-    sha256: dict[str, dict[str, str]]
+def _rule(ok: Callable[[Any], object], message: str) -> AfterValidator:
+    """A check on one value; the message follows its dotted key ("must ...")."""
 
-    def check(self, where: str) -> None:
-        _positive(self.timeout_s, f"{where}.timeout_s")
-        _at_least(self.retries, 1, f"{where}.retries")
-        _at_least(self.backoff_s, 0, f"{where}.backoff_s")
-        for dataset, files in self.sha256.items():
-            for name, digest in files.items():
-                if not _SHA256.match(digest):
-                    raise PipelineError(
-                        f"params.yaml: {where}.sha256.{dataset}.{name} must be 64 lowercase hex digits"
-                    )
+    def check(value):
+        if not ok(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
 
 
-@dataclass(frozen=True)
-class Model:
-    conv_filters: list[int]
-    kernel_size: int
-    pretrain_dense: int
-    head_dense: int
-    dropout: float
-    bn_momentum: float
-
-    def check(self, where: str) -> None:
-        if len(self.conv_filters) != 3:
-            raise PipelineError(f"params.yaml: {where}.conv_filters must list 3 filter counts (3 conv blocks)")
-        for i, n in enumerate(self.conv_filters):
-            _at_least(n, 1, f"{where}.conv_filters[{i}]")
-        _at_least(self.kernel_size, 1, f"{where}.kernel_size")
-        _at_least(self.pretrain_dense, 1, f"{where}.pretrain_dense")
-        _at_least(self.head_dense, 1, f"{where}.head_dense")
-        if not 0 <= self.dropout < 1:
-            raise PipelineError(f"params.yaml: {where}.dropout must be in [0, 1), got {self.dropout}")
-        _fraction(self.bn_momentum, f"{where}.bn_momentum")
+def _unique(values: list) -> bool:
+    return len(set(values)) == len(values)
 
 
-@dataclass(frozen=True)
-class Train:
-    """One training phase: its budget and optimizer."""
+# Value types: strict (ints reject bools and floats, bools and strings must be exactly that), numbers accept ints.
+Number = Annotated[float, BeforeValidator(_number)]
+Count = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
+Positive = Annotated[Number, Field(gt=0)]
+Fraction = Annotated[Number, Field(gt=0, lt=1)]  # (0, 1)
+Share = Annotated[Number, Field(ge=0, lt=1)]  # [0, 1)
+Key = Annotated[str, BeforeValidator(str)]  # mapping keys: YAML may read `2024:` as a number
+Sha256 = Annotated[str, _rule(_SHA256.match, "must be 64 lowercase hex digits")]
+LayerNames = Annotated[
+    list[str], _rule(bool, "must name at least one layer"), _rule(_unique, "lists a layer twice")
+]
+Schedule = Literal["constant", "cosine"]  # constant, or cosine decay to 0 over the phase
 
-    epochs: int
-    lr: float
-    schedule: str
-
-    def check(self, where: str) -> None:
-        _at_least(self.epochs, 1, f"{where}.epochs")
-        _positive(self.lr, f"{where}.lr")
-        if self.schedule not in SCHEDULES:
-            raise PipelineError(
-                f"params.yaml: {where}.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}"
-            )
-
-
-@dataclass(frozen=True)
-class Transfer:
-    layers: list[str]
-    freeze: list[str]
-
-    def check(self, where: str) -> None:
-        for key in ("layers", "freeze"):
-            names = getattr(self, key)
-            if not names:
-                raise PipelineError(f"params.yaml: {where}.{key} must name at least one layer")
-            if len(set(names)) != len(names):
-                raise PipelineError(f"params.yaml: {where}.{key} lists a layer twice")
+SCHEDULES = typing.get_args(Schedule)
+SWEEP_RUNS = ("transfer", "frozen", "scratch")
 
 
-@dataclass(frozen=True)
+class _Section(BaseModel):
+    """Every key required, none unknown, no coercion beyond int -> float; read-only once loaded.
+
+    Cross-key rules raise ValueError with `{where}` standing for the section's dotted path.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Base(_Section):
+    seed: NonNegative
+    batch_size: Count
+    val_size: Count
+    image_size: Count
+
+
+class Download(_Section):
+    timeout_s: Positive
+    retries: Count
+    backoff_s: Annotated[Number, Field(ge=0)]
+    dirs: dict[Key, list[str]]
+    urls: dict[Key, list[str]]
+    sha256: dict[Key, dict[Key, Sha256]]
+
+
+class Model(_Section):
+    conv_filters: Annotated[list[Count], _rule(lambda v: len(v) == 3, "must list 3 filter counts (3 conv blocks)")]
+    kernel_size: Count
+    pretrain_dense: Count
+    head_dense: Count
+    dropout: Share
+    bn_momentum: Fraction
+
+
+class Train(_Section):
+    """One training phase: its budget, optimizer schedule, loss and augmentation."""
+
+    epochs: Count
+    lr: Positive
+    schedule: Schedule
+    warmup: Share  # share of the phase's steps warming up linearly from 0 to lr (cosine only)
+    label_smoothing: Share
+    # random shifts of up to this many pixels (pad and crop), training batches only
+    shift: int = Field(ge=0, le=8, json_schema_extra={"unit": "pixels"})
+
+    @model_validator(mode="after")
+    def _warmup_needs_cosine(self) -> Self:
+        if self.warmup and self.schedule != "cosine":
+            raise ValueError("{where}.warmup needs {where}.schedule: cosine")
+        return self
+
+
+class Pretrain(Train):
+    flip: bool  # random horizontal flips (Fashion-MNIST's clothes are left-right symmetric; digits are not)
+
+
+class Transfer(_Section):
+    layers: LayerNames
+    freeze: LayerNames
+
+
 class FrozenHead(Train):
     cache_features: bool
 
+    @model_validator(mode="after")
+    def _shift_needs_images(self) -> Self:
+        if self.cache_features and self.shift:
+            raise ValueError(
+                "{where}.shift needs {where}.cache_features: false "
+                "(cached features are computed once, from unshifted images)"
+            )
+        return self
 
-@dataclass(frozen=True)
+
 class Finetune(Train):
     bn_inference: bool
 
 
-@dataclass(frozen=True)
-class Compare:
-    threshold: float
-
-    def check(self, where: str) -> None:
-        if not 0 < self.threshold <= 1:
-            raise PipelineError(f"params.yaml: {where}.threshold must be in (0, 1], got {self.threshold}")
+class Compare(_Section):
+    threshold: Annotated[Number, Field(gt=0, le=1)]
 
 
-SWEEP_RUNS = ("transfer", "frozen", "scratch")
-
-
-@dataclass(frozen=True)
-class Sweep:
+class Sweep(_Section):
     """The label-budget sweep: which points exist, how each is split, and the budget rule every run follows."""
 
-    budgets: list[int]
-    seeds: list[int]
-    val_fraction: float
-    val_max: int
-    batch_size: int
-    steps: int
-    min_epochs: float
-    eval_every: int
-    head_fraction: float
-    head_lr: float
-    lr: float
-    schedule: str
-    bn_momentum: float
+    # room for a validation split and a training set
+    budgets: Annotated[list[Annotated[int, Field(ge=20)]], _rule(_unique, "lists a value twice")]
+    seeds: Annotated[list[NonNegative], _rule(_unique, "lists a value twice")]
+    val_fraction: Fraction
+    val_max: Count
+    batch_size: Count
+    steps: Count
+    min_epochs: Annotated[Number, Field(ge=0)]
+    eval_every: Count
+    head_fraction: Fraction
+    head_lr: Positive
+    lr: Positive
+    schedule: Schedule
+    bn_momentum: Fraction
 
-    def check(self, where: str) -> None:
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
         if not self.budgets or not self.seeds:
-            raise PipelineError(f"params.yaml: {where}.budgets and {where}.seeds must each list at least one value")
-        for key in ("budgets", "seeds"):
-            values = getattr(self, key)
-            if len(set(values)) != len(values):
-                raise PipelineError(f"params.yaml: {where}.{key} lists a value twice")
-        for i, budget in enumerate(self.budgets):
-            _at_least(budget, 20, f"{where}.budgets[{i}]")  # room for a validation split and a training set
-        for i, seed in enumerate(self.seeds):
-            _at_least(seed, 0, f"{where}.seeds[{i}]")
-        _fraction(self.val_fraction, f"{where}.val_fraction")
-        _at_least(self.val_max, 1, f"{where}.val_max")
-        _at_least(self.batch_size, 1, f"{where}.batch_size")
-        _at_least(self.steps, 1, f"{where}.steps")
-        _at_least(self.min_epochs, 0, f"{where}.min_epochs")
-        _at_least(self.eval_every, 1, f"{where}.eval_every")
-        _fraction(self.head_fraction, f"{where}.head_fraction")
-        _fraction(self.bn_momentum, f"{where}.bn_momentum")
-        _positive(self.head_lr, f"{where}.head_lr")
-        _positive(self.lr, f"{where}.lr")
-        if self.schedule not in SCHEDULES:
-            raise PipelineError(
-                f"params.yaml: {where}.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}"
-            )
+            raise ValueError("{where}.budgets and {where}.seeds must each list at least one value")
+        return self
 
 
-@dataclass(frozen=True)
-class Params:
+class Params(_Section):
     base: Base
     download: Download
     model: Model
-    pretrain: Train
+    pretrain: Pretrain
     transfer: Transfer
     frozen_head: FrozenHead
     finetune: Finetune
@@ -199,69 +195,116 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as e:
         raise PipelineError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
     try:
-        return _build(Params, raw, "")
-    except PipelineError as e:
-        raise PipelineError(str(e).replace("params.yaml", str(path), 1)) from None
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise PipelineError(_explain(e, raw).replace("params.yaml", str(path), 1)) from None
 
 
-def _build(cls: type, raw: object, where: str):
-    label = where or "top level"
-    if not isinstance(raw, dict):
-        raise PipelineError(f"params.yaml: {label} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in raw if k not in names]
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.4)
-        hint = f"; did you mean '{_join(where, close[0])}'?" if close else f"; known keys: {', '.join(names)}"
-        raise PipelineError(f"params.yaml: unknown key '{_join(where, key)}'{hint}")
-    missing = [n for n in names if n not in raw]
-    if missing:
-        kind = "section" if not where else "key"
-        raise PipelineError(f"params.yaml: missing {kind} '{_join(where, missing[0])}'")
-    values = {n: _convert(hints[n], raw[n], _join(where, n)) for n in names}
-    obj = cls(**values)
-    if hasattr(obj, "check"):
-        obj.check(where)
-    return obj
+# ValidationError -> one line. Of all errors, report the one a reader fixing the file top-down meets first: per
+# section, unknown keys, then missing keys, then wrong types, then values out of range or against a rule (sections
+# in schema order, depth first).
+
+_TYPES = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+}
+_BOUNDS = ("gt", "ge", "lt", "le")
+_RULES = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error", "value_error")
+_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
-def _convert(hint: object, value: object, key: str):
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    origin = typing.get_origin(hint)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise PipelineError(f"params.yaml: {key} must be a list, got {_describe(value)}")
-        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        _, item = typing.get_args(hint)
-        if not isinstance(value, dict):
-            raise PipelineError(f"params.yaml: {key} must be a mapping, got {_describe(value)}")
-        return {str(k): _convert(item, v, f"{key}.{k}") for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise PipelineError(f"params.yaml: {key} must be true or false, got {_describe(value)}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise PipelineError(f"params.yaml: {key} must be an integer, got {_describe(value)}")
-        return value
-    if hint is float:
-        # YAML reads 1e-4 (no dot) as a string; accept what Python reads as a number.
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = float(value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise PipelineError(f"params.yaml: {key} must be a number, got {_describe(value)}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise PipelineError(f"params.yaml: {key} must be a string, got {_describe(value)}")
-        return value
-    raise TypeError(f"unsupported schema type {hint!r} for {key}")  # a bug in this module, not user input
+class _Located(typing.NamedTuple):
+    order: list[tuple[int, int]]
+    key: str  # dotted, list items as [i]
+    parent: str  # the dotted key holding it ("" at the top level)
+    owner: type[BaseModel] | None  # the section whose key it is (None inside a list or mapping)
+    field: Any  # its FieldInfo, when it is a section's key
+
+
+def _locate(error: dict, raw: object) -> _Located:
+    """Follow the error's loc through the schema and the YAML."""
+    order, key, parent, owner, field, schema, node = [], "", "", None, None, Params, raw
+    section_key = 0  # index in loc of the last key that is a section's key
+    for i, part in enumerate(error["loc"]):
+        parent = key
+        if _is_section(schema):
+            owner, names, section_key = schema, list(schema.model_fields), i
+            field = schema.model_fields.get(part) if isinstance(part, str) else None
+            pos = names.index(part) if field else len(names)
+            schema = field.annotation if field else None
+            key = _join(key, part)
+        else:  # inside a list or mapping: no sections below
+            owner = field = schema = None
+            if isinstance(node, list):
+                pos, key = part, f"{key}[{part}]"
+            else:
+                pos, key = (list(node).index(part) if isinstance(node, dict) and part in node else 0), _join(key, part)
+        last = i == len(error["loc"]) - 1
+        unknown = error["type"] in ("extra_forbidden", "invalid_key")
+        order.append((0 if last and unknown else 1 if last and error["type"] == "missing" else 2, pos))
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    kind, value = error["type"], error.get("input")
+    if kind in _RULES and not _is_section(schema) and not (kind == "literal_error" and not isinstance(value, str)):
+        order[section_key:] = [(3, pos) for _, pos in order[section_key:]]  # a key's rule: after its section's types
+    return _Located(order, key, parent, owner, field)
+
+
+def _is_section(schema: object) -> bool:
+    return isinstance(schema, type) and issubclass(schema, BaseModel)
+
+
+def _explain(e: ValidationError, raw: object) -> str:
+    errors = e.errors(include_url=False)
+    error, at = min(((err, _locate(err, raw)) for err in errors), key=lambda pair: pair[1].order)
+    kind, value = error["type"], error.get("input")
+    if kind in ("extra_forbidden", "invalid_key"):
+        names = list(at.owner.model_fields)
+        close = difflib.get_close_matches(str(error["loc"][-1]), names, n=1, cutoff=0.4)
+        hint = f"; did you mean '{_join(at.parent, close[0])}'?" if close else f"; known keys: {', '.join(names)}"
+        return f"params.yaml: unknown key '{at.key}'{hint}"
+    if kind == "missing":
+        return f"params.yaml: missing {'key' if at.parent else 'section'} '{at.key}'"
+    if kind == "model_type":
+        return f"params.yaml: {at.key or 'top level'} must be a mapping, got {type(value).__name__}"
+    if kind == "literal_error" and not isinstance(value, str):
+        kind = "string_type"
+    if kind in _TYPES:
+        return f"params.yaml: {at.key} must be {_TYPES[kind]}, got {_describe(value)}"
+    if kind == "literal_error":
+        return f"params.yaml: {at.key} must be one of {list(typing.get_args(at.field.annotation))}, got {value!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"params.yaml: {at.key} must be {_range(error, at.field)}"
+    if kind == "value_error":
+        message = str(error["ctx"]["error"])
+        return f"params.yaml: {message.replace('{where}', at.key) if '{where}' in message else f'{at.key} {message}'}"
+    return f"params.yaml: {at.key or 'top level'}: {error['msg']}"  # a constraint without a message of its own
+
+
+def _range(error: dict, field: Any) -> str:
+    """'>= 1, got 0' or, for a key bounded on both sides, 'in [0, 1), got 1.0' (its unit, if any, before 'got')."""
+    value = error["input"]
+    if field is not None and field.annotation is float:
+        value = float(value)
+    bounds = {}
+    for item in field.metadata if field is not None else ():
+        bounds |= {name: getattr(item, name) for name in _BOUNDS if getattr(item, name, None) is not None}
+    bounds = bounds or {name: error["ctx"][name] for name in _BOUNDS if name in error["ctx"]}
+    low = next((name for name in ("gt", "ge") if name in bounds), None)
+    high = next((name for name in ("lt", "le") if name in bounds), None)
+    if not (low and high):
+        name = low or high
+        return f"{_SYMBOLS[name]} {bounds[name]}, got {value}"
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    unit = f" {extra['unit']}" if "unit" in extra else ""
+    interval = f"{'[' if low == 'ge' else '('}{bounds[low]}, {bounds[high]}{']' if high == 'le' else ')'}"
+    return f"in {interval}{unit}, got {value}"
 
 
 def _describe(value: object) -> str:
@@ -270,19 +313,3 @@ def _describe(value: object) -> str:
 
 def _join(where: str, key: object) -> str:
     return f"{where}.{key}" if where else str(key)
-
-
-def _at_least(value: float, low: float, key: str) -> None:
-    if value < low:
-        raise PipelineError(f"params.yaml: {key} must be >= {low}, got {value}")
-
-
-def _fraction(value: float, key: str) -> None:
-    if not 0 < value < 1:
-        raise PipelineError(f"params.yaml: {key} must be in (0, 1), got {value}")
-
-
-def _positive(value: float, key: str) -> None:
-    if not value > 0:
-        raise PipelineError(f"params.yaml: {key} must be > 0, got {value}")
-

@@ -7,15 +7,13 @@ over seeds covers both which images were labelled and the training noise; the th
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 
 from tlpipe.errors import PipelineError
-from tlpipe.params import SWEEP_RUNS, Params, Sweep
+from tlpipe.params import SWEEP_RUNS, Sweep
 
 NUM_CLASSES = 10
 
@@ -79,49 +77,6 @@ def split_steps(steps: int, cfg: Sweep) -> tuple[int, int]:
     return head, steps - head
 
 
-def run_point(run: str, budget: int, seed: int, params: Params, arrays: dict, source_weights: Path | None) -> dict:
-    """Train one sweep point and evaluate it on the test set; return its record."""
-    # TensorFlow is imported here so that the subset and statistics helpers stay light.
-    from tlpipe.model import build_model
-    from tlpipe.report import evaluate
-    from tlpipe.train import Data, cache_features, make_deterministic, train_steps
-    from tlpipe.transfer import set_trainable, transfer_by_name
-
-    if run not in SWEEP_RUNS:
-        raise PipelineError(f"sweep run must be one of {list(SWEEP_RUNS)}, got {run!r}")
-    cfg = params.sweep
-    started = time.perf_counter()
-    train, val = split_budget(arrays["y_train"], budget, seed, cfg)
-    x, y = arrays["x_train"], arrays["y_train"]
-    data = Data(x[train], y[train], x[val], y[val])
-    batch, steps = budget_rule(len(train), cfg)
-    make_deterministic(seed)
-    arch = dataclasses.replace(params.model, bn_momentum=cfg.bn_momentum)
-    model = build_model("mnist", arch, params.base.image_size)
-    record = {"run": run, "budget": budget, "seed": seed, "n_train": len(train), "n_val": len(val),
-              "batch_size": batch, "steps": steps}
-    if run == "scratch":
-        record["selected"] = train_steps(model, data, steps, cfg.lr, cfg.schedule, batch, seed, cfg.eval_every)
-    else:
-        transfer_by_name(model, source_weights, params.transfer.layers)
-        set_trainable(model, params.transfer.freeze, False, "transfer.freeze")
-        head_steps, finetune_steps = (steps, 0) if run == "frozen" else split_steps(steps, cfg)
-        record["head_steps"] = head_steps
-        head, features = cache_features(model, data, batch, "the sweep's frozen phase")
-        record["selected"] = train_steps(
-            head, features, head_steps, cfg.head_lr, cfg.schedule, batch, seed, cfg.eval_every
-        )
-        if finetune_steps:
-            set_trainable(model, params.transfer.freeze, True, "transfer.freeze")
-            record["selected"] = train_steps(
-                model, data, finetune_steps, cfg.lr, cfg.schedule, batch, seed, cfg.eval_every
-            )
-            record["selected"]["best_step"] += head_steps
-    record["test_accuracy"] = evaluate(model, arrays["x_test"], arrays["y_test"], 512)["test_accuracy"]
-    record["seconds"] = round(time.perf_counter() - started, 2)
-    return record
-
-
 def point_name(run: str, budget: int, seed: int) -> str:
     """File stem of a point's record; dvc.yaml writes `metrics/sweep/<point_name>.json`."""
     return f"{run}-{budget}-{seed}"
@@ -152,28 +107,39 @@ def t_quantile(p: float, df: int) -> float:
 
 
 def summarize(values: list[float]) -> dict:
-    """Mean, sample std (ddof=1) and the two-sided 95 % t confidence interval of the mean."""
+    """Mean, sample std (ddof=1) and the two-sided 95 % t confidence interval of the mean.
+
+    One value (one seed) has a mean only: std and the interval are None (a spread of 0 would be made up).
+    """
     n = len(values)
     if n == 0:
         raise ValueError("no values")
     mean = float(np.mean(values))
-    std = float(np.std(values, ddof=1)) if n > 1 else 0.0
+    std = float(np.std(values, ddof=1)) if n > 1 else None
     half = t_quantile(0.975, n - 1) * std / math.sqrt(n) if n > 1 else None  # no interval from one value
     return {
         "n": n,
         "mean": round(mean, 6),
-        "std": round(std, 6),
+        "std": None if std is None else round(std, 6),
         "ci95_low": None if half is None else round(mean - half, 6),
         "ci95_high": None if half is None else round(mean + half, 6),
     }
 
 
 def aggregate(records: list[dict], cfg: Sweep) -> dict:
-    """data_efficiency.json: per run and budget the summary and per-seed test accuracies; paired gains."""
+    """data_efficiency.json: per run and budget the summary and per-seed test accuracies; paired gains.
+
+    `intervals` says whether the summaries have 95 % intervals: with one seed they are means only, and `note`
+    says so.
+    """
     by_point = {(r["run"], r["budget"], r["seed"]): r["test_accuracy"] for r in records}
     runs = [run for run in SWEEP_RUNS if any(key[0] == run for key in by_point)]
     out: dict = {"budget_rule": {"steps": cfg.steps, "batch_size": cfg.batch_size, "min_epochs": cfg.min_epochs,
-                                 "eval_every": cfg.eval_every, "head_fraction": cfg.head_fraction}}
+                                 "eval_every": cfg.eval_every, "head_fraction": cfg.head_fraction},
+                 "intervals": len(cfg.seeds) > 1}
+    if not out["intervals"]:
+        out["note"] = (f"one seed ({cfg.seeds[0]}): means only, no spread or 95 % interval (std, ci95_low and "
+                       "ci95_high are null); list more sweep.seeds for intervals")
     for run in runs:
         out[run] = {}
         for budget in cfg.budgets:
@@ -191,7 +157,10 @@ def aggregate(records: list[dict], cfg: Sweep) -> dict:
 
 
 def plot_rows(summary: dict) -> list[dict]:
-    """Long-format rows (labels, run, mean, ci95_low, ci95_high) for the DVC plot with error bars."""
+    """Long-format rows (labels, run, mean, ci95_low, ci95_high) for the DVC plot with error bars.
+
+    Without intervals (one seed) ci95_low and ci95_high stay None (empty in the CSV): the plot draws no bar.
+    """
     return [
         {"labels": int(budget), "run": run, "mean": s["mean"], "ci95_low": s["ci95_low"], "ci95_high": s["ci95_high"]}
         for run in SWEEP_RUNS
@@ -201,7 +170,10 @@ def plot_rows(summary: dict) -> list[dict]:
 
 
 def plot_png(path: Path, summary: dict) -> None:
-    """Test accuracy against labels (log x), one line per run, 95 % intervals as error bars."""
+    """Test accuracy against labels (log x), one line per run, 95 % intervals as error bars.
+
+    Without intervals (one seed) the lines are means only, with no error bars, and the title says so.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,19 +182,25 @@ def plot_png(path: Path, summary: dict) -> None:
     from tlpipe.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    intervals = True
     for run in SWEEP_RUNS:
         if run not in summary:
             continue
         budgets = sorted(int(b) for b in summary[run])
         rows = [summary[run][str(b)] for b in budgets]
         mean = np.array([r["mean"] for r in rows])
+        if any(r["ci95_low"] is None or r["ci95_high"] is None for r in rows):
+            intervals = False
+            ax.plot(budgets, mean, marker="o", label=run)
+            continue
         low = np.array([r["ci95_low"] for r in rows])
         high = np.array([r["ci95_high"] for r in rows])
         ax.errorbar(budgets, mean, yerr=[mean - low, high - mean], marker="o", capsize=4, label=run)
     ax.set_xscale("log")
     ax.set_xlabel("labelled MNIST training images (validation split included)")
     ax.set_ylabel("MNIST test accuracy")
-    ax.set_title("Data efficiency: mean over seeds, 95 % t-interval")
+    ax.set_title("Data efficiency: mean over seeds, 95 % t-interval" if intervals
+                 else "Data efficiency: one seed, means only (no intervals)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from dvclive.keras import DVCLiveCallback
 
 from tlpipe.data import load_npz, split_train_val
 from tlpipe.errors import PipelineError
@@ -31,14 +32,38 @@ def make_deterministic(seed: int) -> None:
 IN_PLACE_BYTES = 256 * 2**20
 
 
+def shift_and_flip(images: tf.Tensor, shift: int, flip: bool, seed: tf.Tensor) -> tf.Tensor:
+    """Shift each image by up to `shift` pixels each way (pad with 0, then crop), and flip half left-right.
+
+    Stateless random numbers from `seed` (the run's seed and the batch's index), so the same batch is
+    augmented the same way in every run, whatever the input pipeline's threading.
+    """
+    if flip:
+        flips = tf.random.stateless_uniform((tf.shape(images)[0],), seed=seed + 1) < 0.5
+        images = tf.where(flips[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    if shift:
+        height, width = images.shape[1], images.shape[2]
+        padded = tf.pad(images, [[0, 0], [shift, shift], [shift, shift], [0, 0]])
+        offsets = tf.random.stateless_uniform(
+            (tf.shape(images)[0], 2), seed=seed, minval=0, maxval=2 * shift + 1, dtype=tf.int32
+        )
+        rows = offsets[:, :1] + tf.range(height)[None]
+        cols = offsets[:, 1:] + tf.range(width)[None]
+        images = tf.gather(tf.gather(padded, rows, batch_dims=1), cols, axis=2, batch_dims=1)
+    return images
+
+
 def make_dataset(
-    x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None, repeat: bool = False
+    x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None, repeat: bool = False,
+    shift: int = 0, flip: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (float32 inputs, labels), reshuffled every epoch when seeded; endless when `repeat`.
 
     Shuffles indices and gathers whole batches: no per-example copies into a shuffle buffer, one cast per
-    batch. Both gather paths give the same batches.
+    batch. Both gather paths give the same batches. `shift` and `flip` augment each batch (needs a seed).
     """
+    if (shift or flip) and shuffle_seed is None:
+        raise ValueError("augmentation needs a shuffle_seed")
     order = tf.data.Dataset.range(len(x))
     if shuffle_seed is not None:
         order = order.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -64,36 +89,51 @@ def make_dataset(
             batch = tf.reshape(tf.cast(tf.gather(inputs, index), tf.float32), (-1, *shape))
             return batch, tf.gather(targets, index)
 
-    return order.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    batches = order.batch(batch_size)
+    if shift or flip:
+
+        def augmented(step: tf.Tensor, index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            batch, labels = gather(index)
+            seed = tf.stack([tf.constant(shuffle_seed, tf.int64), step])
+            return shift_and_flip(batch, shift, flip, seed), labels
+
+        return batches.enumerate().map(augmented, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def compile_model(model: keras.Model, lr: float, schedule: str, total_steps: int) -> None:
-    """(Re-)compile with Adam at `lr` (constant, or cosine-decayed to 0 over `total_steps`).
+def learning_rate(lr: float, schedule: str, total_steps: int, warmup: float = 0.0):
+    """Constant `lr`, or cosine decay to 0 over `total_steps`, after a linear warm-up over that share of them."""
+    if schedule == "constant":
+        return lr
+    warm = round(warmup * total_steps)
+    if not warm:
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
+    return keras.optimizers.schedules.CosineDecay(0.0, total_steps - warm, warmup_target=lr, warmup_steps=warm)
+
+
+def smoothed_crossentropy(label_smoothing: float, num_classes: int = 10):
+    """Cross-entropy on integer labels with label smoothing (Keras' sparse loss has no smoothing)."""
+
+    def loss(y_true, y_pred):
+        one_hot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), num_classes)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=label_smoothing)
+
+    return loss
+
+
+def compile_model(
+    model: keras.Model, lr: float, schedule: str, total_steps: int, warmup: float = 0.0, label_smoothing: float = 0.0
+) -> None:
+    """(Re-)compile with Adam under `learning_rate(...)`, with label smoothing when asked.
 
     Needed after any change of `trainable`.
     """
-    rate: float | keras.optimizers.schedules.LearningRateSchedule = lr
-    if schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
+    loss = smoothed_crossentropy(label_smoothing) if label_smoothing else "sparse_categorical_crossentropy"
     model.compile(
-        optimizer=keras.optimizers.Adam(rate),
-        loss="sparse_categorical_crossentropy",
+        optimizer=keras.optimizers.Adam(learning_rate(lr, schedule, total_steps, warmup)),
+        loss=loss,
         metrics=["accuracy"],
     )
-
-
-class LiveLogger(keras.callbacks.Callback):
-    """Log each epoch's train/validation loss and accuracy to DVCLive, with step = epoch number."""
-
-    def __init__(self, live, first_epoch: int):
-        super().__init__()
-        self.live = live
-        self.live.step = first_epoch
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            self.live.log_metric(key, float(logs[key]))
-        self.live.next_step()
 
 
 @dataclass
@@ -107,15 +147,20 @@ class Data:
 
 
 def fit(model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1) -> float:
-    """Compile and train `model` for `phase.epochs` epochs; log to `live`; return the wall seconds taken."""
+    """Compile and train `model` for `phase.epochs` epochs; log to `live`; return the wall seconds taken.
+
+    Epochs are logged by DVCLive's Keras callback with step = epoch number, counted on from `first_epoch`.
+    """
     start = time.perf_counter()
     steps = math.ceil(len(data.x_train) / batch_size)
-    compile_model(model, phase.lr, phase.schedule, phase.epochs * steps)
+    compile_model(model, phase.lr, phase.schedule, phase.epochs * steps, phase.warmup, phase.label_smoothing)
+    live.step = first_epoch
     model.fit(
-        make_dataset(data.x_train, data.y_train, batch_size, shuffle_seed=seed),
+        make_dataset(data.x_train, data.y_train, batch_size, shuffle_seed=seed, shift=phase.shift,
+                     flip=getattr(phase, "flip", False)),
         validation_data=make_dataset(data.x_val, data.y_val, batch_size),
         epochs=phase.epochs,
-        callbacks=[LiveLogger(live, first_epoch)],
+        callbacks=[DVCLiveCallback(live=live)],
         shuffle=False,  # the dataset reshuffles itself, seeded
         verbose=2,
     )

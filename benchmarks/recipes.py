@@ -1,0 +1,105 @@
+"""Recipe search: train variants of the default params and record their *validation* numbers (never test).
+
+    python benchmarks/recipes.py benchmarks/recipes.yaml --out benchmarks/recipes.json [--only NAME ...]
+
+Each variant in the YAML file names the stages it runs (as dvc.yaml's commands, in a scratch copy of the
+project with data/ linked in), its `dvc exp run -S`-style overrides, and optionally `reuse`: an earlier
+variant whose models/ it starts from (so a fine-tuning variant need not pretrain again). For every stage it
+records the last epoch's validation accuracy and loss, the best validation accuracy, the training seconds and
+seconds per epoch, from the stage's DVCLive logs. The README's "How the defaults were chosen" table is
+rendered from the JSON (`--render`); results already in --out are kept unless re-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` importable when run as a script
+from benchmarks.run import PROJECT_FILES, ROOT, apply_overrides
+from tlpipe.bench import timed
+from tlpipe.io import write_json
+from tlpipe.live import read_curve, read_summary
+
+
+def run_variant(variant: dict, work: Path, data: Path, env: dict, done: dict) -> dict:
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, work / name)
+    apply_overrides(work / "params.yaml", variant.get("set", []))
+    (work / "data").mkdir()
+    for npz in ("mnist.npz", "fashion_mnist.npz"):
+        os.symlink(data.resolve() / npz, work / "data" / npz)
+    if variant.get("reuse"):
+        shutil.copytree(Path(done[variant["reuse"]]["workdir"]) / "models", work / "models")
+    commands = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
+    out = {"set": variant.get("set", []), "reuse": variant.get("reuse"), "workdir": str(work), "stages": {}}
+    for stage in variant["stages"]:
+        result = timed(shlex.split(commands[stage]["cmd"]), cwd=str(work), env=env)
+        if result["returncode"]:
+            raise SystemExit(f"variant {variant['name']}: stage {stage} failed (exit {result['returncode']})")
+        logs = work / "metrics" / "logs" / stage
+        curve = read_curve(logs)
+        seconds = read_summary(logs)["train_seconds"]
+        out["stages"][stage] = {
+            "epochs": len(curve),
+            "val_accuracy": round(curve[-1]["val_accuracy"], 4),
+            "val_loss": round(curve[-1]["val_loss"], 4),
+            "best_val_accuracy": round(max(r["val_accuracy"] for r in curve), 4),
+            "curve": [round(r["val_accuracy"], 4) for r in curve],
+            "train_seconds": seconds,
+            "seconds_per_epoch": round(seconds / len(curve), 1),
+            "process_seconds": result["seconds"],
+        }
+        print(f"{variant['name']} {stage}: {out['stages'][stage]}", flush=True)
+    return out
+
+
+def render(results: dict) -> str:
+    lines = ["| variant | change | stage | val. accuracy (last epoch) | val. loss | epochs | s / epoch |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        for stage, s in r["stages"].items():
+            lines.append(f"| {name} | {r.get('what', '')} | {stage} | {s['val_accuracy']:.4f} | {s['val_loss']:.4f} "
+                         f"| {s['epochs']} | {s['seconds_per_epoch']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", type=Path, nargs="?", default=ROOT / "benchmarks" / "recipes.yaml")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "recipes.json")
+    parser.add_argument("--data", type=Path, default=ROOT / "data")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tlpipe-recipes"))
+    parser.add_argument("--only", nargs="*", help="run just these variants")
+    parser.add_argument("--render", action="store_true", help="print the README table of --out and exit")
+    args = parser.parse_args()
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if args.render:
+        print(render(results))
+        return
+    env = os.environ | {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
+                        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    for variant in yaml.safe_load(args.variants.read_text()):
+        if args.only and variant["name"] not in args.only:
+            continue
+        results[variant["name"]] = {"what": variant.get("what", "")} | run_variant(
+            variant, args.work / variant["name"], args.data, env, results)
+        write_json(args.out, results)
+
+
+if __name__ == "__main__":
+    main()

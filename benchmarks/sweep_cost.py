@@ -1,0 +1,92 @@
+"""Side-by-side cost of sweep stages under two versions of the project (e.g. the last commit and the work tree).
+
+    python benchmarks/sweep_cost.py --old /tmp/old --new . --points 100-0 1000-0 60000-0 --rounds 2 \
+        --out benchmarks/sweep_cost.json
+
+Each version is a project folder with dvc.yaml, params.yaml, stages/ and tlpipe/. For every round and point,
+the old version's `sweep@<budget>-<seed>` command(s) run, then the new one's (alternated, so a slow spell of
+the machine hits both), each in a scratch copy with data/ and models/fashion.weights.h5 linked in, timed from
+process start to exit. Reports seconds per stage and per point, and the new/old ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tlpipe.bench import timed  # noqa: E402
+
+FILES = ["dvc.yaml", "params.yaml", "stages", "tlpipe"]
+
+
+def prepare(project: Path, work: Path, data: Path, weights: Path) -> list[str] | str:
+    for name in FILES:
+        src = project / name
+        (shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir()
+         else shutil.copy(src, work / name))
+    (work / "data").mkdir()
+    os.symlink(data.resolve() / "mnist.npz", work / "data" / "mnist.npz")
+    (work / "models").mkdir()
+    os.symlink(weights.resolve(), work / "models" / "fashion.weights.h5")
+    return yaml.safe_load((work / "dvc.yaml").read_text())["stages"]["sweep"]["cmd"]
+
+
+def commands(template: list[str] | str, budget: int, seed: int) -> list[list[str]]:
+    cmds = template if isinstance(template, list) else [template]
+    return [shlex.split(c.replace("${item.budget}", str(budget)).replace("${item.seed}", str(seed))) for c in cmds]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--old", type=Path, required=True)
+    parser.add_argument("--new", type=Path, required=True)
+    parser.add_argument("--points", nargs="+", required=True, metavar="BUDGET-SEED")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--data", type=Path, default=ROOT / "data")
+    parser.add_argument("--weights", type=Path, default=ROOT / "models" / "fashion.weights.h5")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2",
+                        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    points = [tuple(int(v) for v in p.split("-")) for p in args.points]
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="tlpipe-sweep-cost-") as tmp:
+        works = {side: Path(tmp) / side for side in ("old", "new")}
+        templates = {}
+        for side, project in (("old", args.old), ("new", args.new)):
+            works[side].mkdir()
+            templates[side] = prepare(project, works[side], args.data, args.weights)
+        for round_ in range(args.rounds):
+            for budget, seed in points:
+                for side in ("old", "new"):
+                    env_side = env | {"PYTHONPATH": str(works[side])}
+                    seconds = 0.0
+                    for cmd in commands(templates[side], budget, seed):
+                        result = timed(cmd, cwd=str(works[side]), env=env_side)
+                        if result["returncode"]:
+                            raise SystemExit(f"{side} sweep@{budget}-{seed} failed: {shlex.join(cmd)}")
+                        seconds += result["seconds"]
+                    runs.append({"round": round_, "side": side, "stage": f"sweep@{budget}-{seed}",
+                                 "seconds": round(seconds, 2)})
+                    print(runs[-1], flush=True)
+    total = {side: sum(r["seconds"] for r in runs if r["side"] == side) for side in ("old", "new")}
+    report = {"command": " ".join(["python", "benchmarks/sweep_cost.py", *sys.argv[1:]]), "runs": runs,
+              "total_seconds": {k: round(v, 1) for k, v in total.items()},
+              "seconds_per_point": {k: round(v / (3 * len(points) * args.rounds), 2) for k, v in total.items()},
+              "new_over_old": round(total["new"] / total["old"], 3)}
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("total_seconds", "seconds_per_point", "new_over_old")}))
+
+
+if __name__ == "__main__":
+    main()
