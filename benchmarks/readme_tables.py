@@ -23,6 +23,8 @@ Tables and their sources (paths relative to the repository):
     sweep_cost     benchmarks/sweep_cost.json (benchmarks/sweep_cost.py's report)
     experiments    benchmarks/experiments/*.json (each a copy of an earlier metrics/compare.json, one column per
                    file, named by its stem) and metrics/compare.json (the column "defaults")
+    bn_momentum    benchmarks/sweep_bn_momentum.json (benchmarks/sweep_variant.py's report)
+    times          benchmarks/repro_times.json (benchmarks/time_command.py's timings)
 
 `--write` skips (with a message) a marked table whose sources are missing and leaves its text alone; `--check`
 counts it as a failure, like an unknown table name. tests/test_readme.py runs the same check.
@@ -191,6 +193,25 @@ def render_experiments(columns: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def render_bn_momentum(report: dict) -> str:
+    """benchmarks/sweep_variant.py's report: mean validation accuracy per run, baseline against the variant."""
+    setting = ", ".join(report["set"])
+    lines = [row(["run", "points", "default (mean val. accuracy)", f"{setting} (mean val. accuracy)"]),
+             "|---|---:|---:|---:|"]
+    for run, base in report["mean_val_accuracy"]["baseline"].items():
+        n = sum(p["run"] == run for p in report["points"])
+        lines.append(row([run, str(n), f"{base:.4f}", f"{report['mean_val_accuracy']['variant'][run]:.4f}"]))
+    return "\n".join(lines)
+
+
+def render_times(times: dict) -> str:
+    """benchmarks/repro_times.json: wall seconds of named commands."""
+    lines = ["| what | command | wall seconds | minutes |", "|---|---|---:|---:|"]
+    for name, t in times.items():
+        lines.append(row([name, f"`{t['command']}`", f"{t['seconds']:.0f}", f"{t['seconds'] / 60:.1f}"]))
+    return "\n".join(lines)
+
+
 # --- sources: each table's files, read relative to a repository root --------------------------------------------
 
 
@@ -224,6 +245,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "targets": lambda root: render_targets(load_json(root, "benchmarks/report.json")),
     "sweep_cost": lambda root: render_sweep_cost(load_json(root, "benchmarks/sweep_cost.json")),
     "experiments": lambda root: render_experiments(experiment_columns(root)),
+    "bn_momentum": lambda root: render_bn_momentum(load_json(root, "benchmarks/sweep_bn_momentum.json")),
+    "times": lambda root: render_times(load_json(root, "benchmarks/repro_times.json")),
 }
 
 

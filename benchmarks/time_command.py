@@ -1,0 +1,39 @@
+"""Run a command and record its wall time in a JSON file of named timings (e.g. a full `dvc repro`).
+
+    python benchmarks/time_command.py --name sweep --out benchmarks/repro_times.json -- dvc repro data_efficiency
+
+The README's wall times come from this file. Exits with the command's exit code (and records nothing on failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tlpipe.bench import cpu_info, timed  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    result = timed(command)
+    if result["returncode"]:
+        sys.exit(result["returncode"])
+    times = json.loads(args.out.read_text()) if args.out.exists() else {}
+    times[args.name] = {"command": " ".join(command), "seconds": result["seconds"],
+                        "date": time.strftime("%Y-%m-%d"), "machine": cpu_info()["model"]}
+    args.out.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
+    print(f"{args.name}: {result['seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
