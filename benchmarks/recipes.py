@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` importable when run as a script
-from benchmarks.run import PROJECT_FILES, ROOT, apply_overrides
+from benchmarks.run import ROOT, copy_project
 from tlpipe.bench import timed
 from tlpipe.io import write_json
 from tlpipe.live import read_curve, read_summary
@@ -32,17 +32,7 @@ from tlpipe.live import read_curve, read_summary
 def run_variant(variant: dict, work: Path, data: Path, env: dict, done: dict) -> dict:
     if work.exists():
         shutil.rmtree(work)
-    work.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, work / name)
-    apply_overrides(work / "params.yaml", variant.get("set", []))
-    (work / "data").mkdir()
-    for npz in ("mnist.npz", "fashion_mnist.npz"):
-        os.symlink(data.resolve() / npz, work / "data" / npz)
+    copy_project(work, data, variant.get("set", []))
     if variant.get("reuse"):
         shutil.copytree(Path(done[variant["reuse"]]["workdir"]) / "models", work / "models")
     commands = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]

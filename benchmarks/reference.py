@@ -55,20 +55,20 @@ def main() -> None:
     )
     model = build_model("fashion" if args.phase == "pretrain" else "mnist", params.model, params.base.image_size)
     if args.phase == "frozen":
-        transfer_by_name(model, args.workdir / "pretrain.weights.h5", params.transfer.layers)
+        transfer_by_name(model, args.workdir / "pretrain.named.h5", params.transfer.layers)
         # The seed freezes by index; here the index is that of everything up to the features.
         cut = [layer.name for layer in model.layers].index(FEATURES)
         for i in range(cut + 1):
             model.layers[i].trainable = False
     elif args.phase == "finetune":
-        load_weights(model, args.workdir / "frozen.weights.h5")
+        load_weights(model, args.workdir / "frozen.named.h5")
     model.compile(keras.optimizers.Adam(LR[args.phase]), "categorical_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
     model.fit(dataset(x_train, y_train, True), validation_data=dataset(x_val, y_val, False),
               epochs=EPOCHS[args.phase], verbose=2)
     fit_seconds = time.perf_counter() - start
     _, accuracy = model.evaluate(dataset(arrays["x_test"], arrays["y_test"], False), verbose=0)
-    save_weights(model, args.workdir / f"{args.phase}.weights.h5")
+    save_weights(model, args.workdir / f"{args.phase}.named.h5")
     record = {"train_images": EPOCHS[args.phase] * len(x_train), "fit_seconds": round(fit_seconds, 2),
               "test_accuracy": round(float(accuracy), 4)}
     (args.workdir / f"{args.phase}.json").write_text(json.dumps(record, indent=2))

@@ -69,10 +69,11 @@ def apply_overrides(params_file: Path, overrides: list[str]) -> None:
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def prepare_project(work: Path, data: Path, overrides: list[str]) -> dict[str, list[str]]:
-    """Copy the project into `work` with the overrides applied and data/ linked in; return its stages' argv."""
+def copy_project(work: Path, data: Path, overrides: list[str], root: Path = ROOT) -> None:
+    """Copy the project at `root` into `work` (made if missing), apply the overrides, link data/*.npz in."""
+    work.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
-        src = ROOT / name
+        src = root / name
         if src.is_dir():
             shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
@@ -81,6 +82,11 @@ def prepare_project(work: Path, data: Path, overrides: list[str]) -> dict[str, l
     (work / "data").mkdir()
     for npz in ("mnist.npz", "fashion_mnist.npz"):
         os.symlink(data.resolve() / npz, work / "data" / npz)
+
+
+def prepare_project(work: Path, data: Path, overrides: list[str]) -> dict[str, list[str]]:
+    """Copy the project into `work` with the overrides applied and data/ linked in; return its stages' argv."""
+    copy_project(work, data, overrides)
     stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
     return {stage: shlex.split(stages[stage]["cmd"]) for stage in [*PHASES.values(), "compare"]}
 

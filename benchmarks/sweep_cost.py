@@ -5,7 +5,7 @@
 
 Each version is a project folder with dvc.yaml, params.yaml, stages/ and tlpipe/. For every round and point,
 the old version's `sweep@<budget>-<seed>` command(s) run, then the new one's (alternated, so a slow spell of
-the machine hits both), each in a scratch copy with data/ and models/fashion.weights.h5 linked in, timed from
+the machine hits both), each in a scratch copy with data/ and the Fashion weights linked in, timed from
 process start to exit. Reports seconds per stage and per point, and the new/old ratio.
 """
 
@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -24,21 +23,18 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.run import copy_project  # noqa: E402
 from tlpipe.bench import timed  # noqa: E402
-
-FILES = ["dvc.yaml", "params.yaml", "stages", "tlpipe"]
 
 
 def prepare(project: Path, work: Path, data: Path, weights: Path) -> list[str] | str:
-    for name in FILES:
-        src = project / name
-        (shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir()
-         else shutil.copy(src, work / name))
-    (work / "data").mkdir()
-    os.symlink(data.resolve() / "mnist.npz", work / "data" / "mnist.npz")
+    copy_project(work, data, [], root=project)
+    template = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]["sweep"]["cmd"]
+    # link the weights where this version's command reads them (older versions used another file name)
+    words = shlex.split(" ".join(template) if isinstance(template, list) else template)
     (work / "models").mkdir()
-    os.symlink(weights.resolve(), work / "models" / "fashion.weights.h5")
-    return yaml.safe_load((work / "dvc.yaml").read_text())["stages"]["sweep"]["cmd"]
+    os.symlink(weights.resolve(), work / words[words.index("--source-weights") + 1])
+    return template
 
 
 def commands(template: list[str] | str, budget: int, seed: int) -> list[list[str]]:
@@ -53,7 +49,7 @@ def main() -> None:
     parser.add_argument("--points", nargs="+", required=True, metavar="BUDGET-SEED")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--data", type=Path, default=ROOT / "data")
-    parser.add_argument("--weights", type=Path, default=ROOT / "models" / "fashion.weights.h5")
+    parser.add_argument("--weights", type=Path, default=ROOT / "models" / "fashion.named.h5")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2",
@@ -64,7 +60,6 @@ def main() -> None:
         works = {side: Path(tmp) / side for side in ("old", "new")}
         templates = {}
         for side, project in (("old", args.old), ("new", args.new)):
-            works[side].mkdir()
             templates[side] = prepare(project, works[side], args.data, args.weights)
         for round_ in range(args.rounds):
             for budget, seed in points:

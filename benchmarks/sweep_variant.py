@@ -4,7 +4,7 @@
         --baseline metrics/sweep --out benchmarks/sweep_bn_momentum.json
 
 Runs `stages/sweep_point.py` for each BUDGET-SEED in a scratch copy of the project with the overrides applied
-(data/ and models/fashion.weights.h5 linked in), and puts each point's validation accuracy (of the checkpoint
+(data/ and models/fashion.named.h5 linked in), and puts each point's validation accuracy (of the checkpoint
 its validation split selected) beside the baseline's record of the same point, e.g. the committed
 metrics/sweep/ of the default params. Test accuracies are kept in the records but never compared here.
 """
@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.run import PROJECT_FILES, apply_overrides  # noqa: E402
+from benchmarks.run import copy_project  # noqa: E402
 from tlpipe.bench import timed  # noqa: E402
 from tlpipe.params import SWEEP_RUNS  # noqa: E402
 
@@ -38,19 +37,13 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="tlpipe-sweep-variant-") as tmp:
         work = Path(tmp)
-        for name in PROJECT_FILES:
-            src = ROOT / name
-            (shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir()
-             else shutil.copy(src, work / name))
-        apply_overrides(work / "params.yaml", args.set)
-        (work / "data").mkdir()
-        os.symlink((ROOT / "data" / "mnist.npz").resolve(), work / "data" / "mnist.npz")
+        copy_project(work, ROOT / "data", args.set)
         (work / "models").mkdir()
-        os.symlink((ROOT / "models" / "fashion.weights.h5").resolve(), work / "models" / "fashion.weights.h5")
+        os.symlink((ROOT / "models" / "fashion.named.h5").resolve(), work / "models" / "fashion.named.h5")
         for point in args.points:
             budget, seed = point.split("-")
             cmd = [sys.executable, "stages/sweep_point.py", "--budget", budget, "--seed", seed,
-                   "--data", "data/mnist.npz", "--source-weights", "models/fashion.weights.h5", "--out-dir", "points"]
+                   "--data", "data/mnist.npz", "--source-weights", "models/fashion.named.h5", "--out-dir", "points"]
             if timed(cmd, cwd=str(work), env=env | {"PYTHONPATH": str(work)})["returncode"]:
                 raise SystemExit(f"point {point} failed")
             for run in SWEEP_RUNS:

@@ -1,7 +1,7 @@
 """finetune: MNIST epochs N+1..N+M. Load the frozen-head model, unfreeze it, train everything at a low rate.
 
-Reads models/frozen_head.weights.h5, data/mnist.npz and params base.*, model.*, frozen_head.epochs, finetune.*.
-Writes models/finetune.weights.h5 and DVCLive logs in metrics/logs/finetune/.
+Reads models/frozen_head.named.h5, data/mnist.npz and params base.*, model.*, frozen_head.epochs, finetune.*.
+Writes models/finetune.named.h5 and DVCLive logs in metrics/logs/finetune/.
 Run alone: dvc repro finetune
 """
 

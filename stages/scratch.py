@@ -1,7 +1,7 @@
 """scratch: the same MNIST model from random init, trained on the transfer run's whole epoch budget.
 
 Reads data/mnist.npz and params base.*, model.*, scratch.*.
-Writes models/scratch.weights.h5 and DVCLive logs in metrics/logs/scratch/.
+Writes models/scratch.named.h5 and DVCLive logs in metrics/logs/scratch/.
 Run alone: dvc repro scratch
 """
 

@@ -1,6 +1,6 @@
 """sweep_point: the points of the label-budget sweep for one budget of MNIST labels and one seed.
 
-Reads data/mnist.npz, models/fashion.weights.h5 (transfer and frozen runs) and params base.image_size,
+Reads data/mnist.npz, models/fashion.named.h5 (transfer and frozen runs) and params base.image_size,
 model.*, transfer.*, sweep.* (except the lists of budgets and seeds, so adding a seed re-runs only new points).
 Writes one JSON record per run (sizes, budget rule, the validation-selected step, the test accuracy) as
 <out-dir>/<run>-<budget>-<seed>.json. The runs share one process, the budget's split and the frozen

@@ -102,14 +102,14 @@ def test_no_source_at_all(workdir):
 )
 def test_bad_params(workdir, data_dir, dotted, value, message):
     set_param(workdir / "params.yaml", dotted, value)
-    result = run_stage(workdir, "scratch", str(data_dir / "mnist.npz"), "models/s.weights.h5", "logs/scratch")
+    result = run_stage(workdir, "scratch", str(data_dir / "mnist.npz"), "models/s.named.h5", "logs/scratch")
     assert_one_line_error(result, "scratch", message)
     assert not (workdir / "models").exists()
 
 
 def test_missing_section(workdir, data_dir):
     set_param(workdir / "params.yaml", "compare", delete=True)
-    result = run_stage(workdir, "scratch", str(data_dir / "mnist.npz"), "m.weights.h5", "logs")
+    result = run_stage(workdir, "scratch", str(data_dir / "mnist.npz"), "m.named.h5", "logs")
     assert_one_line_error(result, "scratch", "missing section 'compare'")
 
 
@@ -118,13 +118,13 @@ def test_missing_section(workdir, data_dir):
     ("transfer.freeze", ["conv1", "bn_1"], "transfer.freeze names 'bn_1'"),
 ])
 def test_unknown_layer_names(workdir, data_dir, tmp_path, key, names, message):
-    fashion = tmp_path / "fashion.weights.h5"
+    fashion = tmp_path / "fashion.named.h5"
     weights_for(tmp_path, "fashion", fashion)
     set_param(workdir / "params.yaml", key, names)
     result = run_stage(workdir, "frozen_head", str(fashion), str(data_dir / "mnist.npz"),
-                       "out.weights.h5", "report.json", "logs")
+                       "out.named.h5", "report.json", "logs")
     assert_one_line_error(result, "frozen_head", message)
-    assert not (workdir / "out.weights.h5").exists() and not (workdir / "report.json").exists()
+    assert not (workdir / "out.named.h5").exists() and not (workdir / "report.json").exists()
 
 
 def weights_for(workdir: Path, task: str, path: Path, filters=(4, 8, 8)) -> None:
@@ -146,13 +146,13 @@ def weights_for(workdir: Path, task: str, path: Path, filters=(4, 8, 8)) -> None
     ("missing", "weights file is missing"),
 ])
 def test_bad_weights(workdir, data_dir, kind, message):
-    weights = workdir / "frozen_head.weights.h5"
+    weights = workdir / "frozen_head.named.h5"
     if kind == "other architecture":
         weights_for(workdir, "mnist", weights, filters=(6, 8, 8))
     elif kind == "not hdf5":
         weights.write_text("definitely not HDF5\n")
     elif kind == "empty":
         weights.write_bytes(b"")
-    result = run_stage(workdir, "finetune", str(weights), str(data_dir / "mnist.npz"), "out.weights.h5", "logs")
+    result = run_stage(workdir, "finetune", str(weights), str(data_dir / "mnist.npz"), "out.named.h5", "logs")
     assert_one_line_error(result, "finetune", message)
-    assert not (workdir / "out.weights.h5").exists()
+    assert not (workdir / "out.named.h5").exists()

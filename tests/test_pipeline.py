@@ -64,7 +64,7 @@ def read_csv(path: Path) -> list[dict]:
 def test_every_output_is_written(repo):
     root, _ = repo
     for name in WEIGHTS:
-        with h5py.File(root / "models" / f"{name}.weights.h5") as f:
+        with h5py.File(root / "models" / f"{name}.named.h5") as f:
             assert f.attrs["format"] == "tlpipe-named-weights"
     for stage in ("pretrain", "frozen_head", "finetune", "scratch"):
         assert "train_seconds" in json.loads((root / "metrics/logs" / stage / "metrics.json").read_text())
@@ -90,11 +90,12 @@ def test_compare_json_schema(repo):
 
 def test_curves_and_confusion(repo):
     root, _ = repo
-    transfer = read_csv(root / "metrics/plots/transfer_curve.csv")
-    scratch = read_csv(root / "metrics/plots/scratch_curve.csv")
+    curves = read_csv(root / "metrics/plots/curves.csv")
+    transfer = [r for r in curves if r["run"] == "transfer"]
+    scratch = [r for r in curves if r["run"] == "scratch"]
     assert [int(r["epoch"]) for r in transfer] == [1, 2, 3, 4]  # frozen_head 1-2, then finetune 3-4
     assert [int(r["epoch"]) for r in scratch] == [1, 2, 3, 4]
-    assert set(transfer[0]) == {"epoch", "val_accuracy", "val_loss"}
+    assert len(curves) == 8 and set(curves[0]) == {"epoch", "run", "val_accuracy", "val_loss"}
     confusion = read_csv(root / "metrics/plots/transfer_confusion.csv")
     assert len(confusion) == 100 and {int(r["actual"]) for r in confusion} == set(range(10))
 
@@ -104,12 +105,13 @@ def test_status_clean_and_plots_render(repo, tmp_path):
     assert "up to date" in sh(root, "dvc", "status", env=env).stdout
     sh(root, "dvc", "plots", "show", "-o", str(tmp_path / "plots"), env=env)
     page = (tmp_path / "plots" / "index.html").read_text()
-    assert "transfer_curve.csv" in page and "confusion" in page
+    assert "curves.csv" in page and "confusion" in page
+    assert '"domain": ["transfer", "frozen", "scratch"]' in page  # one colour per run (.dvc/plots/runs.json)
     assert '"errorbar"' in page and "labelled MNIST" in page  # the sweep's plot, through its custom template
     assert "../node_modules/vega/build/vega.min.js" in page and "cdn.jsdelivr" not in page  # renders offline
 
 
-def test_finetune_change_reruns_only_finetune_and_compare(repo):
+def test_finetune_change_reruns_only_finetune_compare_and_export(repo):
     root, env = repo
     original = (root / "params.yaml").read_text()
     set_param(root / "params.yaml", "finetune.lr", 0.0003)
@@ -121,7 +123,7 @@ def test_finetune_change_reruns_only_finetune_and_compare(repo):
         sh(root, "dvc", "repro", env=env)
     assert "finetune:" in changed and "frozen_head:" not in changed and "scratch:" not in changed
     ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
-    assert ran == ["finetune", "compare"]
+    assert sorted(ran) == ["compare", "export", "finetune"] and ran[0] == "finetune"
 
 
 def test_stage_killed_mid_training_leaves_nothing_and_next_repro_completes(repo):
@@ -139,13 +141,13 @@ def test_stage_killed_mid_training_leaves_nothing_and_next_repro_completes(repo)
         stage[0].send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
         assert proc.returncode != 0
-        assert not (root / "models/scratch.weights.h5").exists()
+        assert not (root / "models/scratch.named.h5").exists()
         assert not list(root.rglob(".*.tmp*"))
     finally:
         (root / "params.yaml").write_text(original)
     sh(root, "dvc", "repro", env=env)
     assert "up to date" in sh(root, "dvc", "status", env=env).stdout
-    assert (root / "models/scratch.weights.h5").exists()
+    assert (root / "models/scratch.named.h5").exists()
 
 
 def test_forced_rerun_gives_identical_numbers_and_weights(repo):
@@ -157,10 +159,10 @@ def test_forced_rerun_gives_identical_numbers_and_weights(repo):
             metrics[run].pop("train_seconds")  # wall time is the one thing allowed to differ
         weights = {}
         for name in WEIGHTS:
-            with h5py.File(root / "models" / f"{name}.weights.h5") as f:
+            with h5py.File(root / "models" / f"{name}.named.h5") as f:
                 for layer, group in f.items():
                     weights |= {f"{name}/{layer}/{i}": group[i][()] for i in group}
-        curves = (root / "metrics/plots/transfer_curve.csv").read_text()
+        curves = (root / "metrics/plots/curves.csv").read_text()
         return metrics | {"curves": curves, "report": (root / "metrics/transfer_report.json").read_text()}, weights
 
     first_metrics, first_weights = snapshot()
@@ -201,3 +203,53 @@ def test_adding_a_seed_runs_only_the_new_points(repo):
         (root / "params.yaml").write_text(original)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"sweep@20-2", "sweep@60-2", "data_efficiency"}
+
+
+# Runs in a fresh interpreter that never imports tlpipe: what a user of an exported model has.
+SCORE = """
+import json, sys
+import keras, numpy as np
+model = keras.models.load_model(sys.argv[1])  # safe_mode=True is the default
+data = np.load(sys.argv[2])
+probs = model.predict(data["x_test"], batch_size=int(sys.argv[3]), verbose=0)
+assert not any(m.startswith("tlpipe") for m in sys.modules)
+print(json.dumps({"accuracy": round(float((probs.argmax(axis=1) == data["y_test"]).mean()), 6),
+                  "predicted": probs.argmax(axis=1).tolist()}))
+"""
+
+
+def score(model: Path, data: Path, batch_size: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", SCORE, str(model), str(data), str(batch_size)],
+                            capture_output=True, text=True, env=env, cwd=model.parent)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_exported_models_score_exactly_what_compare_reports(repo):
+    root, _ = repo
+    metrics = json.loads((root / "metrics/compare.json").read_text())
+    batch = yaml.safe_load((root / "params.yaml").read_text())["base"]["batch_size"]
+    for run in ("transfer", "scratch"):
+        assert score(root / "models" / f"{run}.keras", root / "data/mnist.npz", batch)["accuracy"] == \
+            metrics[run]["test_accuracy"], run
+    assert score(root / "models/fashion.keras", root / "data/fashion_mnist.npz", batch)["accuracy"] == \
+        metrics["pretrain"]["test_accuracy"]
+    assert (root / "models/transfer.savedmodel/saved_model.pb").is_file()
+
+
+def test_artifact_fetched_from_a_remote_opens_and_predicts(repo, tmp_path):
+    """`dvc artifacts get <repo> mnist-transfer`, from outside the repository, through a DVC remote."""
+    root, env = repo
+    storage = tmp_path / "storage"
+    sh(root, "dvc", "remote", "add", "-f", "-d", "shared", str(storage), env=env)
+    sh(root, "dvc", "push", env=env)
+    sh(root, "git", "add", "-A", env=env)
+    sh(root, "git", "commit", "-qm", "results", env=env)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    sh(outside, "dvc", "artifacts", "get", str(root), "mnist-transfer", "-o", "model.keras", env=env)
+    assert (outside / "model.keras").read_bytes() == (root / "models/transfer.keras").read_bytes()
+    batch = yaml.safe_load((root / "params.yaml").read_text())["base"]["batch_size"]
+    got = score(outside / "model.keras", root / "data/mnist.npz", batch)
+    assert got == score(root / "models/transfer.keras", root / "data/mnist.npz", batch)

@@ -148,9 +148,9 @@ def test_points_in_one_process_match_points_alone(tmp_path, params_file, data_di
 
     params = load_params(params_file)
     keras.utils.set_random_seed(7)
-    save_weights(build_model("fashion", params.model, params.base.image_size), tmp_path / "fashion.weights.h5")
+    save_weights(build_model("fashion", params.model, params.base.image_size), tmp_path / "fashion.named.h5")
     common = ["--budget", "60", "--seed", "1", "--data", str(data_dir / "mnist.npz"),
-              "--source-weights", "fashion.weights.h5"]
+              "--source-weights", "fashion.named.h5"]
     together = run_stage(tmp_path, "sweep_point", *common, "--out-dir", "together")
     assert together.returncode == 0, together.stderr
     for run in ("transfer", "frozen", "scratch"):

@@ -33,7 +33,7 @@ def build(task, params, seed):
 @pytest.fixture
 def fashion_file(tmp_path, params):
     model = build("fashion", params, seed=1)
-    path = tmp_path / "fashion.weights.h5"
+    path = tmp_path / "fashion.named.h5"
     save_weights(model, path)
     return model, path
 
@@ -56,7 +56,7 @@ def test_transfer_copies_exactly_the_listed_layers(params, tmp_path):
     rng = np.random.default_rng(0)
     for variable in source.weights:
         variable.assign(rng.uniform(0.5, 1.5, tuple(variable.shape)).astype(variable.dtype))
-    path = tmp_path / "fashion.weights.h5"
+    path = tmp_path / "fashion.named.h5"
     save_weights(source, path)
     target = build("mnist", params, seed=2)
     head = ["mnist_dense", "mnist_out"]
@@ -94,7 +94,7 @@ def test_transfer_errors(params, fashion_file, tmp_path):
         transfer_by_name(target, path, ["mnist_dense"])
     wider = params.model.model_copy(update={"conv_filters": [5, 8, 8]})
     keras.utils.set_random_seed(0)
-    other = tmp_path / "other.weights.h5"
+    other = tmp_path / "other.named.h5"
     save_weights(build_model("fashion", wider, params.base.image_size), other)
     with pytest.raises(PipelineError, match=r"layer 'conv1' has weight shapes \[\(3, 3, 1, 5\), \(5,\)\] in the file"):
         transfer_by_name(target, other, EXTRACTOR)
@@ -105,7 +105,7 @@ def test_transfer_errors(params, fashion_file, tmp_path):
     [(None, "weights file is missing"), (b"", "weights file is empty"), (b"not hdf5 at all", "not a readable HDF5")],
 )
 def test_bad_weight_files(params, tmp_path, content, message):
-    path = tmp_path / "w.weights.h5"
+    path = tmp_path / "w.named.h5"
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(PipelineError, match=message):
@@ -125,7 +125,7 @@ def test_foreign_hdf5_and_wrong_model_are_rejected(params, tmp_path, fashion_fil
 
 def test_save_load_round_trip(params, tmp_path):
     model = build("mnist", params, 3)
-    path = tmp_path / "m.weights.h5"
+    path = tmp_path / "m.named.h5"
     save_weights(model, path)
     fresh = build("mnist", params, 4)
     load_weights(fresh, path)

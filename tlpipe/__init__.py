@@ -1,1 +1,7 @@
 """Transfer learning from Fashion-MNIST to MNIST: the shared logic behind the DVC stages."""
+
+from tlpipe._quiet import quiet_tensorflow_startup
+
+# TensorFlow prints start-up notices (oneDNN, "rebuild TensorFlow with the appropriate compiler flags") on
+# stderr in every process; the first import of tensorflow through this package drops those lines only.
+quiet_tensorflow_startup()

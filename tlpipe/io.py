@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,12 @@ PENDING: set[Path] = set()
 
 
 def remove_pending() -> None:
-    """Delete the temporary files of any atomic write in progress."""
+    """Delete the temporary files (and folders) of any atomic write in progress."""
     for tmp in list(PENDING):
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -40,6 +44,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+        PENDING.discard(tmp_path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder path beside `path` (not yet created); swap it in for `path` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp_path.rmdir()  # writers such as model.export() create the folder themselves
+    PENDING.add(tmp_path)
+    try:
+        yield tmp_path
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp_path, path)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
         PENDING.discard(tmp_path)
 
 

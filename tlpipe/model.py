@@ -47,3 +47,16 @@ def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     for layer in model.layers[cut + 1 :]:
         x = layer(x)
     return extractor, keras.Model(features, x, name="head")
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """`model` for use outside the pipeline: takes (N, 28, 28) uint8 images as MNIST ships them.
+
+    Adds only a channel axis in front (the rescaling to [0, 1] is already the model's first layer), so its
+    predictions are the pipeline's. Built from standard layers only, so `keras.models.load_model` opens it in
+    safe mode without this package.
+    """
+    size = model.input.shape[1]
+    inputs = keras.Input((size, size), dtype="uint8", name="image")
+    x = layers.Reshape((size, size, 1), name="channel")(inputs)
+    return keras.Model(inputs, model(x), name=model.name)

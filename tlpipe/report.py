@@ -8,10 +8,11 @@ import keras
 import numpy as np
 
 from tlpipe.io import atomic_path, to_csv, write_text
+from tlpipe.style import RUN_COLORS
 from tlpipe.train import make_dataset
 
 # Files written into the plots folder; dvc.yaml's top-level `plots:` names the same files.
-CURVE_CSV = "{run}_curve.csv"
+CURVES_CSV = "curves.csv"
 CONFUSION_CSV = "{run}_confusion.csv"
 ACCURACY_PNG = "accuracy.png"
 
@@ -55,10 +56,10 @@ def compare_metrics(
 
 
 def write_curves(plots: Path, curves: dict[str, list[dict]]) -> None:
-    """One CSV per run (epoch, val_accuracy, val_loss); dvc.yaml overlays them in one chart."""
-    for run, rows in curves.items():
-        rounded = [{key: round(value, 6) for key, value in row.items()} for row in rows]
-        write_text(plots / CURVE_CSV.format(run=run), to_csv(rounded))
+    """One long-format CSV (epoch, run, val_accuracy, val_loss); dvc.yaml colours it by run (.dvc/plots/runs.json)."""
+    rows = [{"epoch": row["epoch"], "run": run} | {k: round(v, 6) for k, v in row.items() if k != "epoch"}
+            for run, run_rows in curves.items() for row in run_rows]
+    write_text(plots / CURVES_CSV, to_csv(rows))
 
 
 def write_confusion(plots: Path, run: str, actual: np.ndarray, predicted: np.ndarray) -> None:
@@ -78,7 +79,8 @@ def plot_accuracy_png(path: Path, curves: dict[str, list[dict]], boundary: float
     late = [r["val_accuracy"] for rows in curves.values() for r in rows if r["epoch"] > boundary]
     for ax, zoom in zip(axes, (False, True), strict=True):
         for run, rows in curves.items():
-            ax.plot([r["epoch"] for r in rows], [r["val_accuracy"] for r in rows], marker="o", label=run)
+            ax.plot([r["epoch"] for r in rows], [r["val_accuracy"] for r in rows], marker="o", label=run,
+                    color=RUN_COLORS[run])
         ax.axvline(boundary, color="grey", linestyle="--", linewidth=1)
         ax.text(boundary, 1.01, "frozen head | fine-tune", transform=ax.get_xaxis_transform(), ha="center",
                 fontsize=8, color="grey")

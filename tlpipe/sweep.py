@@ -14,6 +14,7 @@ import numpy as np
 
 from tlpipe.errors import PipelineError
 from tlpipe.params import SWEEP_RUNS, Sweep
+from tlpipe.style import RUN_COLORS
 
 NUM_CLASSES = 10
 
@@ -191,11 +192,12 @@ def plot_png(path: Path, summary: dict) -> None:
         mean = np.array([r["mean"] for r in rows])
         if any(r["ci95_low"] is None or r["ci95_high"] is None for r in rows):
             intervals = False
-            ax.plot(budgets, mean, marker="o", label=run)
+            ax.plot(budgets, mean, marker="o", label=run, color=RUN_COLORS[run])
             continue
         low = np.array([r["ci95_low"] for r in rows])
         high = np.array([r["ci95_high"] for r in rows])
-        ax.errorbar(budgets, mean, yerr=[mean - low, high - mean], marker="o", capsize=4, label=run)
+        ax.errorbar(budgets, mean, yerr=[mean - low, high - mean], marker="o", capsize=4, label=run,
+                    color=RUN_COLORS[run])
     ax.set_xscale("log")
     ax.set_xlabel("labelled MNIST training images (validation split included)")
     ax.set_ylabel("MNIST test accuracy")

@@ -3,6 +3,8 @@
 Keras 3's own `.weights.h5` files key weights by auto-generated class paths (`layers/conv2d_1/...`), not by
 layer name, and `load_weights(by_name=True)` only reads legacy files. So weights are stored here as one HDF5
 group per layer *name* holding that layer's arrays in `layer.get_weights()` order: plain arrays, no code.
+Their names end in `.named.h5`, never `.weights.h5`, so that no Keras user takes them for Keras' own files; the
+models for use outside the pipeline are the `export` stage's `.keras` files.
 """
 
 from __future__ import annotations

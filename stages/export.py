@@ -1,0 +1,48 @@
+"""export: the trained models as standard Keras files, for use outside the pipeline.
+
+Reads models/{fashion,finetune,scratch}.named.h5 (the pipeline's by-name weights) and params base.image_size,
+model.*. Writes models/fashion.keras, models/transfer.keras, models/scratch.keras (complete inference models
+in Keras 3's native format: (N, 28, 28) uint8 images in, 10 class probabilities out; open them with
+`keras.models.load_model`) and a TensorFlow SavedModel of each MNIST model (models/transfer.savedmodel/,
+models/scratch.savedmodel/, made with `model.export` for TensorFlow Serving).
+Run alone: dvc repro export
+"""
+
+import argparse
+from pathlib import Path
+
+from tlpipe.cli import run
+from tlpipe.io import atomic_dir, atomic_path
+from tlpipe.model import build_model, inference_model
+from tlpipe.params import load_params
+from tlpipe.train import make_deterministic
+from tlpipe.transfer import load_weights
+
+# output name -> (task, weights argument)
+MODELS = {"fashion": ("fashion", "fashion"), "transfer": ("mnist", "finetune"), "scratch": ("mnist", "scratch")}
+SERVED = ("transfer", "scratch")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    for name in ("fashion", "finetune", "scratch"):
+        parser.add_argument(f"--{name}", type=Path, required=True, help=f"models/{name}.named.h5")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the .keras files and SavedModels")
+    args = parser.parse_args()
+    params = load_params()
+    make_deterministic(params.base.seed)
+    models = {}
+    for name, (task, weights) in MODELS.items():  # load all first: a bad weights file leaves no new output
+        model = build_model(task, params.model, params.base.image_size)
+        load_weights(model, getattr(args, weights))
+        models[name] = inference_model(model)
+    for name, model in models.items():
+        with atomic_path(args.out / f"{name}.keras") as tmp:
+            model.save(tmp)  # the temporary name keeps the .keras suffix that Keras requires
+        if name in SERVED:
+            with atomic_dir(args.out / f"{name}.savedmodel") as tmp:
+                model.export(str(tmp), format="tf_saved_model", verbose=False)
+
+
+if __name__ == "__main__":
+    run(main)
