@@ -206,9 +206,10 @@ def render_bn_momentum(report: dict) -> str:
 
 def render_times(times: dict) -> str:
     """benchmarks/repro_times.json: wall seconds of named commands."""
-    lines = ["| what | command | wall seconds | minutes |", "|---|---|---:|---:|"]
+    lines = ["| what | command | wall seconds | minutes | items/s |", "|---|---|---:|---:|---:|"]
     for name, t in times.items():
-        lines.append(row([name, f"`{t['command']}`", f"{t['seconds']:.0f}", f"{t['seconds'] / 60:.1f}"]))
+        rate = f"{t['items_per_second']:,.0f}" if "items_per_second" in t else ""
+        lines.append(row([name, f"`{t['command']}`", f"{t['seconds']:.1f}", f"{t['seconds'] / 60:.1f}", rate]))
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--items", type=int, help="how many items (e.g. images) the command handles, for items/s")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -31,6 +32,8 @@ def main() -> None:
     times = json.loads(args.out.read_text()) if args.out.exists() else {}
     times[args.name] = {"command": " ".join(command), "seconds": result["seconds"],
                         "date": time.strftime("%Y-%m-%d"), "machine": cpu_info()["model"]}
+    if args.items:
+        times[args.name] |= {"items": args.items, "items_per_second": round(args.items / result["seconds"], 1)}
     args.out.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
     print(f"{args.name}: {result['seconds']:.1f} s")
 

@@ -1,0 +1,457 @@
+"""predict: read handwritten digits with a trained model, from image files, folders of them or .npy arrays.
+
+Usage: predict [--model models/transfer.keras] [--json] [--raw] PATH...
+
+Each PATH is an image (PNG, JPEG, BMP, GIF, TIFF, or anything else Pillow reads), a folder, or a .npy array.
+A folder is searched recursively, in sorted path order, for *.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff and
+*.npy files (any letter case); hidden files and folders (".name") and other files are skipped. A .npy array
+holds one image (28, 28) or a stack (N, 28, 28) (a trailing axis of 1 is allowed) of uint8 pixels, or of floats
+in [0, 255] (rounded to whole pixel values; an array within [0, 1] is refused as fractions); its images are named
+file.npy[i] and, like image files, preprocessed unless --raw.
+
+Every image is first brought to 8-bit grayscale: colour by Pillow's luma, 16-bit by /257, a multi-frame
+GIF/TIFF by its first frame, a JPEG turned by its EXIF orientation. Transparency is composited onto a backdrop:
+when most of the image is transparent, the visible strokes are the digit and the backdrop is white for dark
+strokes and black for light ones; otherwise the backdrop is the image's dominant (median) opaque grey.
+
+Then, unless --raw, it is made the way MNIST was made: the background level is the median of the outermost
+pixels; if the ink is darker than it (dark on light), the image is inverted so the digit is light on dark; the
+background is subtracted and the contrast stretched so the ink peaks at 255; the image is cropped to the
+bounding box of the pixels above 1/5 of that peak, resized to fit 20x20 keeping its aspect ratio (Pillow,
+Lanczos, antialiased), placed in a 28x28 black image and shifted so its centre of mass is at pixel (14, 14)
+(where MNIST's digits have theirs). An image whose grey levels span fewer than 32 levels has no ink (blank).
+--raw skips all of this for images already in MNIST form: 28x28, a light digit on black.
+
+Output: a table (source, digit, its probability, the runner-up and its probability), one line per image, or with
+--json one JSON object per line: {"source": path, "index": i or null, "label": d, "probability": p,
+"top3": [[d, p], ...]}. An input that cannot be read or used (missing, unreadable, truncated or empty file, not an
+image, more than 4096x4096 pixels (a possible decompression bomb), an array of the wrong shape or dtype, a
+blank image, a folder without images) gives one line on stderr, "predict: <input>: <problem>", and the others are
+still predicted; the exit code is then 1. A model file that is missing or not a Keras model stops the run with
+one line "error: predict: <file>: <problem>" and exit code 1 (TensorFlow is imported and the model loaded only
+once there is an image to predict). TLPIPE_DEBUG=1 adds tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import traceback
+import warnings
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tlpipe.cli import DEBUG_ENV, run
+from tlpipe.errors import PipelineError
+
+DEFAULT_MODEL = Path("models/transfer.keras")
+SIZE = 28  # MNIST images are 28x28 ...
+BOX = 20  # ... with the digit scaled to fit 20x20 ...
+CENTRE = 14.0  # ... and its centre of mass at pixel (14, 14) (the mean over MNIST's test set: 13.99, 14.01)
+INK = 0.2  # the bounding box is of the pixels above this share of the ink's peak
+MIN_CONTRAST = 32  # grey levels: an image spanning fewer is blank
+MAX_PIXELS = 4096 * 4096  # larger images are refused (Pillow's decompression-bomb limit, set to this)
+BATCH = 1024  # images per model call
+FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".npy")
+NPY_MAGIC = b"\x93NUMPY"
+
+
+class InputError(Exception):
+    """One input cannot be predicted; the message says why (the caller names the input)."""
+
+
+@dataclass
+class Item:
+    """One image to predict (`image`), or one input that failed (`problem`)."""
+
+    source: str  # as shown: the path, or path[i] for an image of an array
+    path: str  # the file (or folder) given or found
+    index: int | None  # the image's index in its array, None for an image file or a single-image array
+    image: np.ndarray | None = None  # (28, 28) uint8, MNIST form
+    problem: str | None = None
+    cause: BaseException | None = None
+
+
+# --- pixels -> MNIST form --------------------------------------------------------------------------------------
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def composite(image: Image.Image) -> np.ndarray:
+    """An RGBA image's luma composited onto a backdrop (see the module docstring), float32."""
+    luma = np.asarray(image.convert("RGB").convert("L"), np.float32)
+    alpha = np.asarray(image.getchannel("A"), np.float32) / 255
+    if alpha.min() == 1:
+        return luma
+    if np.median(alpha) < 0.5:  # a transparent background: what is visible is the digit
+        visible = alpha.sum()
+        ink = (luma * alpha).sum() / visible if visible else 0.0
+        backdrop = 255.0 if ink < 128 else 0.0
+    else:  # an opaque background with transparent parts: fill them with it
+        backdrop = float(np.median(luma[alpha >= 0.5]))
+    return luma * alpha + backdrop * (1 - alpha)
+
+
+def grayscale(image: Image.Image) -> np.ndarray:
+    """Any Pillow image as 8-bit grayscale values (float32 array, whole numbers 0-255)."""
+    mode = image.mode
+    if mode.startswith("I;16"):
+        gray = np.asarray(image, np.float32) / 257
+    elif mode in ("I", "F"):  # 32-bit integer or float: 0-255 as is, up to 65535 as 16-bit
+        gray = np.asarray(image, np.float32)
+        if not np.isfinite(gray).all():
+            raise InputError("has NaN or infinite pixel values")
+        low, high = float(gray.min()), float(gray.max())
+        if low < 0 or high > 65535:
+            raise InputError(f"pixel values {low:g} to {high:g} are outside 0-65535 ({mode} mode)")
+        if high > 255:
+            gray = gray / 257
+    else:
+        try:
+            if mode in ("RGBA", "LA", "La", "PA", "RGBa") or "transparency" in image.info:
+                gray = composite(image.convert("RGBA"))
+            else:
+                gray = np.asarray(image.convert("L"), np.float32)
+        except ValueError as e:
+            raise InputError(f"unsupported image mode {mode} ({first_line(e)})") from e
+    return np.rint(gray).astype(np.float32)
+
+
+def blank(gray: np.ndarray) -> bool:
+    return float(gray.max()) - float(gray.min()) < MIN_CONTRAST
+
+
+BLANK = f"blank (no ink: its pixels span fewer than {MIN_CONTRAST} grey levels)"
+
+
+def to_mnist(gray: np.ndarray) -> np.ndarray:
+    """A grayscale image (2-D, values 0-255, any size, either polarity) in MNIST form: (28, 28) uint8.
+
+    Raises InputError for a blank image.
+    """
+    gray = np.asarray(gray, np.float32)
+    if gray.ndim != 2 or not gray.size:
+        raise InputError(f"not a 2-D image (shape {gray.shape})")
+    if blank(gray):
+        raise InputError(BLANK)
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    background = float(np.median(border))
+    low, high = float(gray.min()), float(gray.max())
+    ink = background - gray if background - low > high - background else gray - background  # light on dark
+    np.clip(ink, 0, None, out=ink)
+    peak = float(ink.max())
+    if peak < MIN_CONTRAST:
+        raise InputError(BLANK)
+    ink *= 255 / peak
+    rows = np.flatnonzero((ink > INK * 255).any(axis=1))
+    cols = np.flatnonzero((ink > INK * 255).any(axis=0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    height, width = crop.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    digit = Image.fromarray(np.ascontiguousarray(crop)).resize(size, Image.Resampling.LANCZOS)
+    pixels = np.clip(np.asarray(digit), 0, None)  # Lanczos overshoots a little below 0 and above 255
+    total = float(pixels.sum())
+    if total <= 0:
+        raise InputError(BLANK)
+    cy = float(pixels.sum(axis=1) @ np.arange(pixels.shape[0])) / total
+    cx = float(pixels.sum(axis=0) @ np.arange(pixels.shape[1])) / total
+    canvas = Image.new("F", (SIZE, SIZE), 0.0)
+    canvas.paste(Image.fromarray(pixels), (round(CENTRE - cx), round(CENTRE - cy)))  # clips at edges
+    return np.rint(np.clip(np.asarray(canvas), 0, 255)).astype(np.uint8)
+
+
+def mnist_form(gray: np.ndarray, raw: bool) -> np.ndarray:
+    """`gray` (values 0-255) as the model's input image: preprocessed with `to_mnist`, or as it is if `raw`."""
+    if not raw:
+        return to_mnist(gray)
+    if gray.shape != (SIZE, SIZE):
+        raise InputError(f"is {gray.shape[1]}x{gray.shape[0]}, not {SIZE}x{SIZE} (without --raw it is resized)")
+    if blank(gray):
+        raise InputError(BLANK)
+    return np.rint(gray).astype(np.uint8)
+
+
+# --- files -> images -------------------------------------------------------------------------------------------
+
+
+def open_image(path: Path) -> Image.Image:
+    """The image in `path`, decoded (first frame, EXIF orientation applied); InputError for any problem."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns past MAX_IMAGE_PIXELS and raises past twice that: both are an error here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise InputError(f"too large: {width}x{height} pixels, over the limit of {MAX_PIXELS} "
+                                     "(a possible decompression bomb)")
+                image.load()
+                return ImageOps.exif_transpose(image)
+    except InputError:
+        raise
+    except UnidentifiedImageError as e:
+        raise InputError("not an image (cannot identify image file)") from e
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{found.group(1)} pixels" if found else "too many pixels"
+        raise InputError(f"too large: {size}, over the limit of {MAX_PIXELS} (a possible decompression bomb)") from e
+    except OSError as e:
+        reason = e.strerror if e.strerror else first_line(e)
+        raise InputError(f"cannot read image ({reason})") from e
+    except Exception as e:  # Pillow's decoders raise many types on corrupt data (SyntaxError, ValueError, ...)
+        raise InputError(f"cannot read image ({type(e).__name__}: {first_line(e)})") from e
+
+
+def read_array(path: Path, raw: bool) -> list[Item]:
+    """The images of the .npy file `path` (one Item each, failed or not); InputError if the file is unusable."""
+    name = str(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise InputError("holds Python objects (dtype object); predict loads numbers only") from e
+        raise InputError(f"truncated or corrupt array ({first_line(e)})") from e
+    except (OSError, EOFError) as e:
+        raise InputError(f"cannot read array ({first_line(e)})") from e
+    shape = array.shape
+    if shape[-1:] == (1,) and len(shape) in (3, 4):
+        array = array[..., 0]
+    if array.shape[-2:] != (SIZE, SIZE) or array.ndim not in (2, 3):
+        raise InputError(f"array of shape {shape}, not (N, {SIZE}, {SIZE}) or ({SIZE}, {SIZE})")
+    if array.dtype != np.uint8:
+        if array.dtype.kind != "f":
+            raise InputError(f"array of dtype {array.dtype}, not uint8 or float (pixels 0-255)")
+        if not np.isfinite(array).all():
+            raise InputError("array has NaN or infinite values")
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise InputError(f"float values {array.min():g} to {array.max():g} are outside [0, 255]")
+        if array.size and 0 < array.max() <= 1:
+            raise InputError("float values are within [0, 1]; predict wants pixels 0-255 (multiply by 255)")
+        array = np.rint(array)
+    single = array.ndim == 2
+    stack = array[None] if single else array
+    if not len(stack):
+        raise InputError(f"array of shape {shape} holds no images")
+    items = []
+    for i, image in enumerate(stack):
+        index = None if single else i
+        source = name if single else f"{name}[{i}]"
+        try:
+            items.append(Item(source, name, index, mnist_form(image.astype(np.float32), raw)))
+        except InputError as e:
+            items.append(Item(source, name, index, problem=str(e), cause=e))
+    return items
+
+
+def read_file(path: Path, raw: bool) -> list[Item]:
+    """The image(s) in the file `path`; a failed Item for any problem."""
+    name = str(path)
+    try:
+        if not path.is_file():
+            raise InputError("not a regular file")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(NPY_MAGIC))
+        except OSError as e:
+            raise InputError(f"cannot read ({e.strerror or first_line(e)})") from e
+        if not head:
+            raise InputError("empty file (0 bytes)")
+        if path.suffix.lower() == ".npz" or (path.suffix.lower() == ".npy" and head.startswith(b"PK")):
+            raise InputError("a .npz archive; predict reads .npy files (one array saved with np.save)")
+        if head == NPY_MAGIC:
+            return read_array(path, raw)
+        if path.suffix.lower() == ".npy":
+            raise InputError("not a .npy array (no NumPy header)")
+        return [Item(name, name, None, mnist_form(grayscale(open_image(path)), raw))]
+    except InputError as e:
+        return [Item(name, name, None, problem=str(e), cause=e)]
+
+
+def folder_files(folder: Path) -> tuple[list[Path], list[Item]]:
+    """The image and .npy files under `folder` (recursive, sorted, hidden names skipped), and folders not read."""
+    files, failed = [], []
+
+    def unreadable(e: OSError) -> None:
+        where = e.filename or str(folder)
+        failed.append(Item(str(where), str(where), None, problem=f"cannot read folder ({e.strerror})", cause=e))
+
+    for parent, dirs, names in os.walk(folder, onerror=unreadable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [Path(parent, n) for n in names if not n.startswith(".") and n.lower().endswith(FOLDER_SUFFIXES)]
+    files.sort(key=lambda p: p.relative_to(folder).parts)
+    return files, failed
+
+
+def read_inputs(paths: Iterable[str], raw: bool) -> list[Item]:
+    """Every image of `paths`, in order, each as an Item (failed ones included)."""
+    items = []
+    for arg in paths:
+        path = Path(arg)
+        if path.is_dir():
+            files, failed = folder_files(path)
+            items += failed
+            if not files and not failed:
+                items.append(Item(arg, arg, None, problem=f"folder has no images ({' '.join(FOLDER_SUFFIXES)})"))
+            for file in files:
+                items += read_file(file, raw)
+        elif not path.exists():
+            items.append(Item(arg, arg, None, problem="no such file or folder"))
+        else:
+            items += read_file(path, raw)
+    return items
+
+
+# --- the model -------------------------------------------------------------------------------------------------
+
+
+def check_model_file(path: Path) -> None:
+    """Cheap checks before TensorFlow is imported: PipelineError naming `path` unless it looks like a .keras file."""
+    if not path.exists():
+        raise PipelineError(f"{path}: no such model file (export one with `dvc repro export`, or pass --model)")
+    if not path.is_file():
+        raise PipelineError(f"{path}: not a model file (a Keras 3 .keras file is needed)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as e:
+        raise PipelineError(f"{path}: cannot read the model file ({e.strerror})") from e
+    if not is_zip:
+        if head.startswith(b"\x89HDF"):
+            raise PipelineError(f"{path}: an HDF5 file (weights?), not a Keras 3 .keras model")
+        raise PipelineError(f"{path}: not a Keras model (a .keras file is a zip archive)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise PipelineError(f"{path}: not a Keras model (corrupt zip archive: {first_line(e)})") from e
+    if "config.json" not in names:
+        raise PipelineError(f"{path}: not a Keras model (a zip archive without config.json)")
+    if path.suffix != ".keras":
+        raise PipelineError(f"{path}: Keras loads models only from files named *.keras; rename it")
+
+
+def load_model(path: Path):
+    """The Keras model in `path` (safe mode, not compiled); PipelineError naming `path` if it is not usable."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras  # TensorFlow: the slow import, only once there is something to predict
+
+    try:
+        model = keras.models.load_model(path, compile=False)  # safe_mode=True: no code from the file runs
+    except Exception as e:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        raise PipelineError(f"{path}: cannot load the Keras model ({first_line(e)[:300]})") from None
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise PipelineError(f"{path}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs, not 1")
+    shape = tuple(model.inputs[0].shape[1:])
+    if shape not in ((SIZE, SIZE), (SIZE, SIZE, 1)):
+        raise PipelineError(f"{path}: the model takes images of shape {shape}, not ({SIZE}, {SIZE}[, 1])")
+    if model.outputs[0].shape[1:] != (10,):
+        raise PipelineError(f"{path}: the model outputs shape {tuple(model.outputs[0].shape[1:])}, not (10,) digits")
+    return model
+
+
+def predict(model, images: np.ndarray) -> np.ndarray:
+    """Class probabilities (N, 10) of (N, 28, 28) uint8 `images`, in batches of BATCH."""
+    spec = model.inputs[0]
+    x = images.reshape((len(images), *spec.shape[1:])).astype(spec.dtype)
+    return np.concatenate([np.asarray(model.predict_on_batch(x[i : i + BATCH]), np.float64)
+                           for i in range(0, len(x), BATCH)])
+
+
+# --- output ----------------------------------------------------------------------------------------------------
+
+
+def report_problem(item: Item) -> None:
+    if os.environ.get(DEBUG_ENV) and item.cause is not None:
+        traceback.print_exception(item.cause)
+    print(f"predict: {item.source}: {item.problem}", file=sys.stderr, flush=True)
+
+
+def json_line(item: Item, probs: np.ndarray) -> str:
+    top = np.argsort(-probs, kind="stable")[:3]
+    return json.dumps({"source": item.path, "index": item.index, "label": int(top[0]),
+                       "probability": round(float(probs[top[0]]), 6),
+                       "top3": [[int(d), round(float(probs[d]), 6)] for d in top]})
+
+
+def table_line(item: Item, probs: np.ndarray, width: int) -> str:
+    first, second = np.argsort(-probs, kind="stable")[:2]
+    return (f"{item.source:<{width}}  {first:>5}  {probs[first]:>6.1%}  {second:>9}  {probs[second]:>6.1%}")
+
+
+def write_results(items: list[Item], probs: np.ndarray, as_json: bool) -> None:
+    """Results to stdout and problems to stderr, in input order."""
+    done = [item for item in items if item.problem is None]
+    width = max([len("source"), *(len(item.source) for item in done)])
+    if done and not as_json:
+        print(f"{'source':<{width}}  {'digit':>5}  {'prob':>6}  {'runner-up':>9}  {'prob':>6}")
+    k = 0
+    for item in items:
+        if item.problem is not None:
+            sys.stdout.flush()
+            report_problem(item)
+            continue
+        print(json_line(item, probs[k]) if as_json else table_line(item, probs[k], width))
+        k += 1
+    sys.stdout.flush()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="predict", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read handwritten digits in images, folders of images and .npy arrays.",
+        epilog=__doc__.split("\n\n", 2)[2])
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image file, folder of images, or .npy array")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                        help=f"Keras 3 .keras file (default {DEFAULT_MODEL})")
+    parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    parser.add_argument("--raw", action="store_true", help="images are already in MNIST form: no preprocessing")
+    return parser.parse_args(argv)
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    """The command without its error handling (`main` adds it); returns the exit code."""
+    args = parse_args(argv)
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    check_model_file(args.model)
+    items = read_inputs(args.paths, args.raw)
+    good = [item for item in items if item.problem is None]
+    probs = np.zeros((0, 10))
+    if good:
+        model = load_model(args.model)
+        probs = predict(model, np.stack([item.image for item in good]))
+    try:
+        write_results(items, probs, args.json)
+    except BrokenPipeError:  # `predict ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 1 if len(good) < len(items) else 0
+
+
+def main() -> None:
+    """Console-script entry point: `predict`, or `python -m tlpipe.predict`."""
+
+    def command() -> None:
+        code = predict_main()
+        if code:
+            sys.exit(code)
+
+    run(command)
+
+
+if __name__ == "__main__":
+    main()
