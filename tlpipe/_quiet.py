@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
-import importlib.util
+import importlib.machinery
 import os
 import sys
 import tempfile
@@ -40,24 +40,34 @@ def filtered_stderr():
                 sys.stderr.flush()
 
 
-class _AlreadyImported(importlib.abc.Loader):
+class _FilteredLoader(importlib.abc.Loader):
+    """TensorFlow's own loader, its module executed (once) with the notices filtered out of stderr."""
+
+    def __init__(self, loader: importlib.abc.Loader):
+        self.loader = loader
+
     def create_module(self, spec):
-        return sys.modules[spec.name]
+        return self.loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        pass
+        with filtered_stderr():
+            self.loader.exec_module(module)
+
+    def __getattr__(self, name: str):  # get_resource_reader, is_package, ...: the real loader's
+        return getattr(self.loader, name)
 
 
 class _QuietFinder(importlib.abc.MetaPathFinder):
-    """Imports `tensorflow` the first time anything asks for it, with the notices filtered out."""
+    """Finds `tensorflow` as usual, once, and hands its import to _FilteredLoader."""
 
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None
-        sys.meta_path.remove(self)
-        with filtered_stderr():
-            importlib.import_module("tensorflow")
-        return importlib.util.spec_from_loader(name, _AlreadyImported())
+        sys.meta_path.remove(self)  # once: later finds, and the package's own submodules, are TensorFlow's
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _FilteredLoader(spec.loader)
+        return spec
 
 
 def quiet_tensorflow_startup() -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,12 +58,34 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     PENDING.add(tmp_path)
     try:
         yield tmp_path
-        if path.exists():
-            shutil.rmtree(path)
+        old = None
+        if path.exists():  # moved aside first, so that some complete version is always in place
+            old = path.with_name(f".{path.name}.old.tmp")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
         os.replace(tmp_path, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
         PENDING.discard(tmp_path)
+
+
+def reproducible_zip(path: Path) -> None:
+    """Rewrite a zip archive (a `.keras` file) with fixed timestamps, so that equal contents give equal bytes.
+
+    Keras stamps `metadata.json` with the save time and every entry with the clock; both are set to constants.
+    """
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, payload in entries:
+            if name == "metadata.json":
+                meta = json.loads(payload)
+                meta["date_saved"] = "1980-01-01@00:00:00"
+                payload = json.dumps(meta).encode()
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), payload,
+                             compress_type=zipfile.ZIP_DEFLATED)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -218,7 +218,8 @@ def read_array(path: Path, raw: bool) -> list[Item]:
     """The images of the .npy file `path` (one Item each, failed or not); InputError if the file is unusable."""
     name = str(path)
     try:
-        array = np.load(path, allow_pickle=False)
+        # memory-mapped: the header's shape and dtype are checked before any pixel is read
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise InputError("holds Python objects (dtype object); predict loads numbers only") from e
@@ -299,6 +300,14 @@ def read_inputs(paths: Iterable[str], raw: bool) -> list[Item]:
     items = []
     for arg in paths:
         path = Path(arg)
+        try:
+            path.stat()
+        except FileNotFoundError:
+            items.append(Item(arg, arg, None, problem="no such file or folder"))
+            continue
+        except OSError as e:  # a name too long, a folder we may not enter, ...
+            items.append(Item(arg, arg, None, problem=f"cannot read ({e.strerror})"))
+            continue
         if path.is_dir():
             files, failed = folder_files(path)
             items += failed
@@ -318,8 +327,13 @@ def read_inputs(paths: Iterable[str], raw: bool) -> list[Item]:
 
 def check_model_file(path: Path) -> None:
     """Cheap checks before TensorFlow is imported: PipelineError naming `path` unless it looks like a .keras file."""
-    if not path.exists():
-        raise PipelineError(f"{path}: no such model file (export one with `dvc repro export`, or pass --model)")
+    try:
+        path.stat()
+    except FileNotFoundError:
+        hint = "export one with `dvc repro export`, or pass --model"
+        raise PipelineError(f"{path}: no such model file ({hint})") from None
+    except OSError as e:
+        raise PipelineError(f"{path}: cannot read the model file ({e.strerror})") from e
     if not path.is_file():
         raise PipelineError(f"{path}: not a model file (a Keras 3 .keras file is needed)")
     try:
@@ -446,7 +460,14 @@ def main() -> None:
     """Console-script entry point: `predict`, or `python -m tlpipe.predict`."""
 
     def command() -> None:
-        code = predict_main()
+        try:
+            code = predict_main()
+        except (PipelineError, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as e:  # never a traceback for the user (TLPIPE_DEBUG=1 shows it)
+            if os.environ.get(DEBUG_ENV):
+                raise
+            raise PipelineError(f"unexpected {type(e).__name__}: {first_line(e)}") from e
         if code:
             sys.exit(code)
 

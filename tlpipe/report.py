@@ -4,29 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from tlpipe.io import atomic_path, to_csv, write_text
 from tlpipe.style import RUN_COLORS
-from tlpipe.train import make_dataset
+from tlpipe.train import evaluate  # noqa: F401  (re-exported: compare and the tests import it from here)
 
 # Files written into the plots folder; dvc.yaml's top-level `plots:` names the same files.
 CURVES_CSV = "curves.csv"
 CONFUSION_CSV = "{run}_confusion.csv"
 ACCURACY_PNG = "accuracy.png"
-
-
-def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
-    """Test accuracy, mean cross-entropy and per-image predictions of `model` on (x, y), in one pass."""
-    probs = model.predict(make_dataset(x, y, batch_size), verbose=0)
-    picked = np.clip(probs[np.arange(len(y)), y.astype(np.int64)], 1e-7, 1.0)
-    predicted = probs.argmax(axis=1)
-    return {
-        "test_accuracy": round(float((predicted == y).mean()), 6),
-        "test_loss": round(float(-np.log(picked).mean()), 6),
-        "predicted": predicted,
-    }
 
 
 def epochs_to_threshold(curve: list[dict], threshold: float) -> int | None:

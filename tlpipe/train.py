@@ -74,7 +74,7 @@ def make_dataset(
     if x.nbytes > IN_PLACE_BYTES:
 
         def take(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return x[index].astype(np.float32).reshape(len(index), *shape), y[index]
+            return x[index].astype(np.float32, copy=False).reshape(len(index), *shape), y[index]
 
         def gather(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             batch, labels = tf.numpy_function(take, [index], (tf.float32, tf.as_dtype(y.dtype)), stateful=False)
@@ -105,7 +105,7 @@ def learning_rate(lr: float, schedule: str, total_steps: int, warmup: float = 0.
     """Constant `lr`, or cosine decay to 0 over `total_steps`, after a linear warm-up over that share of them."""
     if schedule == "constant":
         return lr
-    warm = round(warmup * total_steps)
+    warm = min(round(warmup * total_steps), total_steps - 1)  # at least one step of decay
     if not warm:
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
     return keras.optimizers.schedules.CosineDecay(0.0, total_steps - warm, warmup_target=lr, warmup_steps=warm)
@@ -260,6 +260,18 @@ def train_steps(
         verbose=0,
     )
     return {"val_accuracy": round(best.best_accuracy, 6), "best_step": best.best_step}
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+    """Test accuracy, mean cross-entropy and per-image predictions of `model` on (x, y), in one pass."""
+    probs = model.predict(make_dataset(x, y, batch_size), verbose=0)
+    picked = np.clip(probs[np.arange(len(y)), y.astype(np.int64)], 1e-7, 1.0)
+    predicted = probs.argmax(axis=1)
+    return {
+        "test_accuracy": round(float((predicted == y).mean()), 6),
+        "test_loss": round(float(-np.log(picked).mean()), 6),
+        "predicted": predicted,
+    }
 
 
 def load_train_val(path: Path, base: Base) -> Data:
