@@ -25,6 +25,7 @@ Tables and their sources (paths relative to the repository):
                    file, named by its stem) and metrics/compare.json (the column "defaults")
     bn_momentum    benchmarks/sweep_bn_momentum.json (benchmarks/sweep_variant.py's report)
     times          benchmarks/repro_times.json (benchmarks/time_command.py's timings)
+    predict_sample benchmarks/predict_sample.txt (a `predict` run on tests/data/digits, command and output)
 
 `--write` skips (with a message) a marked table whose sources are missing and leaves its text alone; `--check`
 counts it as a failure, like an unknown table name. tests/test_readme.py runs the same check.
@@ -213,6 +214,14 @@ def render_times(times: dict) -> str:
     return "\n".join(lines)
 
 
+def render_text_block(root: Path, rel: str) -> str:
+    """A committed command transcript (e.g. a `predict` run), as a fenced block."""
+    path = root / rel
+    if not path.is_file():
+        raise MissingSource(rel)
+    return "```text\n" + path.read_text().rstrip("\n") + "\n```"
+
+
 # --- sources: each table's files, read relative to a repository root --------------------------------------------
 
 
@@ -248,6 +257,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "experiments": lambda root: render_experiments(experiment_columns(root)),
     "bn_momentum": lambda root: render_bn_momentum(load_json(root, "benchmarks/sweep_bn_momentum.json")),
     "times": lambda root: render_times(load_json(root, "benchmarks/repro_times.json")),
+    "predict_sample": lambda root: render_text_block(root, "benchmarks/predict_sample.txt"),
 }
 
 
