@@ -71,9 +71,9 @@ def test_values_are_typed(params_file):
 def test_exponent_without_dot_is_a_number(params_file):
     # YAML 1.1 reads `1e-4` as a string; the schema accepts it as the number it is.
     text = params_file.read_text()
-    assert "lr: 0.001" in text
-    params_file.write_text(text.replace("lr: 0.001", "lr: 1e-3"))
-    assert load_params(params_file).finetune.lr == pytest.approx(1e-3)
+    assert "lr: 0.004" in text
+    params_file.write_text(text.replace("lr: 0.004", "lr: 4e-3"))
+    assert load_params(params_file).finetune.lr == pytest.approx(4e-3)
 
 
 @pytest.mark.parametrize(
