@@ -105,7 +105,8 @@ def test_status_clean_and_plots_render(repo, tmp_path):
     assert "up to date" in sh(root, "dvc", "status", env=env).stdout
     sh(root, "dvc", "plots", "show", "-o", str(tmp_path / "plots"), env=env)
     page = (tmp_path / "plots" / "index.html").read_text()
-    assert "curves.csv" in page and "confusion" in page
+    assert '"run": "transfer", "val_accuracy"' in page and '"run": "scratch", "val_accuracy"' in page  # curves
+    assert "confusion" in page
     assert '"domain": ["transfer", "frozen", "scratch"]' in page  # one colour per run (.dvc/plots/runs.json)
     assert '"errorbar"' in page and "labelled MNIST" in page  # the sweep's plot, through its custom template
     assert "../node_modules/vega/build/vega.min.js" in page and "cdn.jsdelivr" not in page  # renders offline
@@ -246,6 +247,8 @@ def test_artifact_fetched_from_a_remote_opens_and_predicts(repo, tmp_path):
     sh(root, "dvc", "push", env=env)
     sh(root, "git", "add", "-A", env=env)
     sh(root, "git", "commit", "-qm", "results", env=env)
+    # a registered version (a GTO tag): `dvc artifacts get` fetches the latest one
+    sh(root, "git", "tag", "-a", "mnist-transfer@v1.0.0", "-m", "Registering mnist-transfer v1.0.0", env=env)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     sh(outside, "dvc", "artifacts", "get", str(root), "mnist-transfer", "-o", "model.keras", env=env)
