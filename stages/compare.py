@@ -34,7 +34,7 @@ def main() -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True)
     args = parser.parse_args()
     params = load_params()
-    make_deterministic(params.base.seed)
+    make_deterministic(params.base.seed, params.base.deterministic)
     mnist, fashion = load_npz(args.mnist), load_npz(args.fashion_mnist)
 
     def test(task: str, weights: Path, arrays: dict) -> dict:

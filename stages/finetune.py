@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("logs", type=Path)
     args = parser.parse_args()
     params = load_params()
-    make_deterministic(params.base.seed)
+    make_deterministic(params.base.seed, params.base.deterministic)
     data = load_train_val(args.data, params.base)
     model = build_model("mnist", params.model, params.base.image_size)
     load_weights(model, args.weights)

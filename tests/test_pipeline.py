@@ -67,7 +67,11 @@ def test_every_output_is_written(repo):
         with h5py.File(root / "models" / f"{name}.named.h5") as f:
             assert f.attrs["format"] == "tlpipe-named-weights"
     for stage in ("pretrain", "frozen_head", "finetune", "scratch"):
-        assert "train_seconds" in json.loads((root / "metrics/logs" / stage / "metrics.json").read_text())
+        summary = json.loads((root / "metrics/logs" / stage / "metrics.json").read_text())
+        assert "train_seconds" in summary
+        assert list(summary["devices"]) == ["CPU:0"] and summary["devices"]["CPU:0"]  # no GPU on these machines
+    for record in (root / "metrics/sweep").glob("*.json"):
+        assert list(json.loads(record.read_text())["devices"]) == ["CPU:0"], record.name
     report = json.loads((root / "metrics/transfer_report.json").read_text())
     assert sorted(report["copied"]) == ["bn1", "bn2", "bn3", "conv1", "conv2", "conv3"]
     assert report["skipped"] == {"mnist_dense": "not in source", "mnist_out": "not in source"}

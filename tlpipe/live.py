@@ -17,9 +17,10 @@ def open_live(directory: str | Path) -> Live:
     return Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
 
 
-def log_train_seconds(live: Live, seconds: float) -> None:
-    """Record a stage's training wall time in its DVCLive summary (metrics.json)."""
+def log_run(live: Live, seconds: float, devices: dict[str, str]) -> None:
+    """Record a stage's training wall time and the devices it trained on in its DVCLive summary (metrics.json)."""
     live.summary["train_seconds"] = round(seconds, 2)
+    live.summary["devices"] = devices
     live.make_summary()
 
 

@@ -77,6 +77,8 @@ class Base(_Section):
     batch_size: Count
     val_size: Count
     image_size: Count
+    # TensorFlow's op determinism (bit-identical reruns); false only where a GPU op has no deterministic kernel
+    deterministic: bool
 
 
 class Download(_Section):

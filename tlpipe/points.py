@@ -12,7 +12,7 @@ from tlpipe.errors import PipelineError
 from tlpipe.model import build_model, split_at_features
 from tlpipe.params import SWEEP_RUNS, Params
 from tlpipe.sweep import budget_rule, split_budget, split_steps
-from tlpipe.train import Data, cache_features, evaluate, make_deterministic, train_steps
+from tlpipe.train import Data, cache_features, evaluate, make_deterministic, train_steps, training_devices
 from tlpipe.transfer import set_trainable, transfer_by_name
 
 
@@ -44,6 +44,7 @@ def run_points(
                   "batch_size": batch, "steps": steps}
         model = _train_point(run, data, batch, steps, seed, params, source_weights, shared, record)
         record["test_accuracy"] = evaluate(model, arrays["x_test"], arrays["y_test"], 512)["test_accuracy"]
+        record["devices"] = training_devices(model)
         # this point's own time: the shared work it did (the features) is counted once, below, for all
         record["seconds"] = time.perf_counter() - started - (shared["seconds"] - shared_before)
         records.append(record)
@@ -58,7 +59,7 @@ def _train_point(run: str, data, batch: int, steps: int, seed: int, params: Para
                  shared: dict, record: dict):
     """One point's training (see run_points); fills `record` and returns the trained model."""
     cfg = params.sweep
-    make_deterministic(seed)
+    make_deterministic(seed, params.base.deterministic)
     arch = params.model.model_copy(update={"bn_momentum": cfg.bn_momentum})
     model = build_model("mnist", arch, params.base.image_size)
     if run == "scratch":

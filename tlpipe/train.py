@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import platform
+import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,16 +17,65 @@ from dvclive.keras import DVCLiveCallback
 
 from tlpipe.data import load_npz, split_train_val
 from tlpipe.errors import PipelineError
-from tlpipe.live import log_train_seconds, open_live
+from tlpipe.live import log_run, open_live
 from tlpipe.model import split_at_features
 from tlpipe.params import Base, Train
 from tlpipe.transfer import save_weights
 
 
-def make_deterministic(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow and make TF ops deterministic, so reruns give the same numbers."""
+def make_deterministic(seed: int, ops: bool = True) -> None:
+    """Seed Python, NumPy and TensorFlow and (`ops`, params base.deterministic) make TF ops deterministic, so
+    reruns give the same numbers."""
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if ops:
+        tf.config.experimental.enable_op_determinism()
+
+
+@contextmanager
+def deterministic_kernels():
+    """Turn TensorFlow's error for an op with no deterministic kernel (GPUs have a few) into one line naming the
+    param that allows it."""
+    try:
+        yield
+    except tf.errors.UnimplementedError as e:
+        # e.g. "{{function_node ...GPU:0}} A deterministic GPU implementation of AdjustContrastv2 is not
+        # currently available. [Op:AdjustContrastv2]": keep the sentence
+        found = re.search(r"[^.{}\n]*eterministic[^.\n]*", str(e.message))
+        if not found:
+            raise
+        raise PipelineError(
+            f"TensorFlow has no deterministic kernel for an op on this device ({found.group().strip()}); set "
+            "base.deterministic: false in params.yaml to run it anyway (reruns are then not bit-identical)"
+        ) from e
+
+
+def _processor() -> str:
+    """This machine's CPU model, e.g. 'AMD EPYC' (/proc/cpuinfo on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def training_devices(model: keras.Model) -> dict[str, str]:
+    """The devices that hold `model`'s weights, which TensorFlow trains on, with their names.
+
+    E.g. {"CPU:0": "AMD EPYC"} or {"GPU:0": "NVIDIA A100-SXM4-40GB"}.
+    """
+    used = sorted({v.value.device.rsplit("device:", 1)[-1] for v in model.weights})
+    names = {}
+    for device in used:
+        kind, index = device.split(":")
+        name = _processor()
+        if kind == "GPU":
+            details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[int(index)])
+            name = details.get("device_name", "GPU")
+        names[device] = name
+    return names
 
 
 # Arrays above this size (cached features: GBs) are gathered from NumPy in place instead of being copied into a
@@ -155,15 +207,16 @@ def fit(model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int
     steps = math.ceil(len(data.x_train) / batch_size)
     compile_model(model, phase.lr, phase.schedule, phase.epochs * steps, phase.warmup, phase.label_smoothing)
     live.step = first_epoch
-    model.fit(
-        make_dataset(data.x_train, data.y_train, batch_size, shuffle_seed=seed, shift=phase.shift,
-                     flip=getattr(phase, "flip", False)),
-        validation_data=make_dataset(data.x_val, data.y_val, batch_size),
-        epochs=phase.epochs,
-        callbacks=[DVCLiveCallback(live=live)],
-        shuffle=False,  # the dataset reshuffles itself, seeded
-        verbose=2,
-    )
+    with deterministic_kernels():
+        model.fit(
+            make_dataset(data.x_train, data.y_train, batch_size, shuffle_seed=seed, shift=phase.shift,
+                         flip=getattr(phase, "flip", False)),
+            validation_data=make_dataset(data.x_val, data.y_val, batch_size),
+            epochs=phase.epochs,
+            callbacks=[DVCLiveCallback(live=live)],
+            shuffle=False,  # the dataset reshuffles itself, seeded
+            verbose=2,
+        )
     return time.perf_counter() - start
 
 
@@ -251,20 +304,22 @@ def train_steps(
     val = make_dataset(data.x_val, data.y_val, batch_size)
     start = float(model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
     best = BestWeights(start, eval_every)
-    model.fit(
-        make_dataset(data.x_train, data.y_train, batch_size, shuffle_seed=seed, repeat=True),
-        validation_data=val,
-        epochs=steps // eval_every,
-        steps_per_epoch=eval_every,
-        callbacks=[best],
-        verbose=0,
-    )
+    with deterministic_kernels():
+        model.fit(
+            make_dataset(data.x_train, data.y_train, batch_size, shuffle_seed=seed, repeat=True),
+            validation_data=val,
+            epochs=steps // eval_every,
+            steps_per_epoch=eval_every,
+            callbacks=[best],
+            verbose=0,
+        )
     return {"val_accuracy": round(best.best_accuracy, 6), "best_step": best.best_step}
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
     """Test accuracy, mean cross-entropy and per-image predictions of `model` on (x, y), in one pass."""
-    probs = model.predict(make_dataset(x, y, batch_size), verbose=0)
+    with deterministic_kernels():
+        probs = model.predict(make_dataset(x, y, batch_size), verbose=0)
     picked = np.clip(probs[np.arange(len(y)), y.astype(np.int64)], 1e-7, 1.0)
     predicted = probs.argmax(axis=1)
     return {
@@ -284,9 +339,10 @@ def train_and_save(
     model: keras.Model, data: Data, phase: Train, base: Base, logs: Path, weights_out: Path,
     first_epoch: int = 1, head_only: bool = False,
 ) -> None:
-    """Train one phase with DVCLive logs (and its wall time) in `logs`, then save the weights by layer name."""
+    """Train one phase with DVCLive logs (its wall time and devices too) in `logs`, then save the weights by
+    layer name."""
     train = fit_head_on_features if head_only else fit
     with open_live(logs) as live:
         seconds = train(model, data, phase, base.batch_size, base.seed, live, first_epoch)
-        log_train_seconds(live, seconds)
+        log_run(live, seconds, training_devices(model))
     save_weights(model, weights_out)
