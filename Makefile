@@ -3,27 +3,37 @@ VENV := .venv
 # Any Python that the pinned TensorFlow and NumPy support (3.11-3.13): `make PYTHON=python3.12 ...` picks one.
 PYTHON ?= python3
 PY := $(VENV)/bin/python
+# TensorFlow build: cpu (tensorflow-cpu, the default) or gpu (tensorflow[and-cuda]: NVIDIA GPUs on Linux).
+# One per .venv: the two overwrite each other's files, so switching (make repro TF=gpu) removes the other first.
+TF ?= cpu
+ifeq ($(filter $(TF),cpu gpu),)
+$(error TF must be cpu or gpu, got '$(TF)')
+endif
+OTHER_TF := $(if $(filter cpu,$(TF)),tensorflow,tensorflow-cpu)
+INSTALLED := $(INSTALLED)-$(TF)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: repro test lint plots bench
+.PHONY: repro test lint plots bench sweep-shard
 
-$(VENV)/installed: pyproject.toml
+$(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))' 2>/dev/null || { \
 	  echo "make: '$(PYTHON)' is not Python 3.11-3.13 ($$($(PYTHON) --version 2>&1)); install one and run" \
 	       "e.g. 'make PYTHON=python3.12 $(MAKECMDGOALS)'" >&2; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/installed-*
+	$(PY) -m pip uninstall -q -y $(OTHER_TF) 2>/dev/null || true
+	$(PY) -m pip install -q -e '.[dev,$(TF)]'
 	touch $@
 
-repro: $(VENV)/installed
+repro: $(INSTALLED)
 	dvc repro
 
-test: $(VENV)/installed
+test: $(INSTALLED)
 	$(PY) -m pytest
 
-lint: $(VENV)/installed
+lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 
 node_modules/installed: package.json package-lock.json
@@ -31,10 +41,16 @@ node_modules/installed: package.json package-lock.json
 	touch $@
 
 # Offline plots page: Vega from node_modules instead of a CDN (see .dvc/plots_template.html).
-plots: $(VENV)/installed node_modules/installed
+plots: $(INSTALLED) node_modules/installed
 	dvc plots show
 
 # Reference vs project timing (README, "Performance"); needs the data, so `download` runs first.
-bench: $(VENV)/installed
+bench: $(INSTALLED)
 	dvc repro download
 	$(PY) benchmarks/run.py --out benchmarks/report.json
+
+# One machine's share of the label-budget sweep, pushed with its run-cache to the DVC remote (README, "Scaling
+# out"): make sweep-shard SHARD=2/4
+sweep-shard: $(INSTALLED)
+	@test -n "$(SHARD)" || { echo "make: sweep-shard needs SHARD=i/n, e.g. make sweep-shard SHARD=2/4" >&2; exit 1; }
+	$(PY) -m tlpipe.shard $(SHARD)

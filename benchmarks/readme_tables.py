@@ -26,6 +26,8 @@ Tables and their sources (paths relative to the repository):
     bn_momentum    benchmarks/sweep_bn_momentum.json (benchmarks/sweep_variant.py's report)
     times          benchmarks/repro_times.json (benchmarks/time_command.py's timings)
     predict_sample benchmarks/predict_sample.txt (a `predict` run on tests/data/digits, command and output)
+    shards         benchmarks/scale_out.json (benchmarks/scale_out.py: each shard and the collector)
+    scale_estimate benchmarks/scale_out.json (its estimate of the sweep's wall time on N machines)
 
 `--write` skips (with a message) a marked table whose sources are missing and leaves its text alone; `--check`
 counts it as a failure, like an unknown table name. tests/test_readme.py runs the same check.
@@ -207,10 +209,35 @@ def render_bn_momentum(report: dict) -> str:
 
 def render_times(times: dict) -> str:
     """benchmarks/repro_times.json: wall seconds of named commands."""
-    lines = ["| what | command | wall seconds | minutes | items/s |", "|---|---|---:|---:|---:|"]
+    lines = ["| what | command | wall seconds | minutes | items/s | machine, date |", "|---|---|---:|---:|---:|---|"]
     for name, t in times.items():
         rate = f"{t['items_per_second']:,.0f}" if "items_per_second" in t else ""
-        lines.append(row([name, f"`{t['command']}`", f"{t['seconds']:.1f}", f"{t['seconds'] / 60:.1f}", rate]))
+        lines.append(row([name, f"`{t['command']}`", f"{t['seconds']:.1f}", f"{t['seconds'] / 60:.1f}", rate,
+                          f"{t['machine']}, {t['date']}"]))
+    return "\n".join(lines)
+
+
+def render_shards(report: dict) -> str:
+    """benchmarks/scale_out.py's report: each shard, then the collector."""
+    lines = [row(["step", "stages", "trained", "restored", "seconds (pull / repro / push)", "bytes pushed per point"]),
+             "|---|---:|---:|---:|---|---:|"]
+    for s in report["shards"]:
+        lines.append(row([f"shard {s['shard']}", str(len(s["stages"])), str(len(s["trained"])), str(len(s["restored"])),
+                          f"{s['seconds']:.1f} ({s['pull_seconds']:.1f} / {s['repro_seconds']:.1f} / "
+                          f"{s['push_seconds']:.1f})", f"{s['bytes_per_point']:,}"]))
+    c = report["collector"]
+    steps = " / ".join(f"{v:.1f}" for v in c["steps"].values())
+    lines.append(row(["collector (pull inputs / pull run-cache / repro)", str(c["trained"] + c["restored"]),
+                      str(c["trained"]), str(c["restored"]), f"{c['seconds']:.1f} ({steps})", ""]))
+    return "\n".join(lines)
+
+
+def render_scale_estimate(report: dict) -> str:
+    """benchmarks/scale_out.py's estimate of the default sweep's wall time on N machines."""
+    one = report["estimate_seconds"]["1"]
+    lines = [row(["machines", "wall seconds", "minutes", "speed-up"]), "|---:|---:|---:|---:|"]
+    for n, seconds in report["estimate_seconds"].items():
+        lines.append(row([n, f"{seconds:.0f}", f"{seconds / 60:.1f}", f"{one / seconds:.1f}×"]))
     return "\n".join(lines)
 
 
@@ -258,6 +285,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "bn_momentum": lambda root: render_bn_momentum(load_json(root, "benchmarks/sweep_bn_momentum.json")),
     "times": lambda root: render_times(load_json(root, "benchmarks/repro_times.json")),
     "predict_sample": lambda root: render_text_block(root, "benchmarks/predict_sample.txt"),
+    "shards": lambda root: render_shards(load_json(root, "benchmarks/scale_out.json")),
+    "scale_estimate": lambda root: render_scale_estimate(load_json(root, "benchmarks/scale_out.json")),
 }
 
 

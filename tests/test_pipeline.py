@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -260,3 +262,64 @@ def test_artifact_fetched_from_a_remote_opens_and_predicts(repo, tmp_path):
     batch = yaml.safe_load((root / "params.yaml").read_text())["base"]["batch_size"]
     got = score(outside / "model.keras", root / "data/mnist.npz", batch)
     assert got == score(root / "models/transfer.keras", root / "data/mnist.npz", batch)
+
+
+def experiments(shown: list[dict]) -> dict[str, dict]:
+    """`dvc exp show --json` as {experiment name: {"params": params.yaml, "metrics": compare.json}}."""
+    found = {}
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                data = rev.get("data") or {}
+                found[rev.get("name") or rev["rev"]] = {
+                    "params": data.get("params", {}).get("params.yaml", {}).get("data", {}),
+                    "metrics": data.get("metrics", {}).get("metrics/compare.json", {}).get("data", {}),
+                }
+    return found
+
+
+# Last in this module: it commits the reproduced repository and leaves experiment refs in it.
+def test_queued_experiments_run_on_two_workers_and_travel_through_git(repo, tmp_path):
+    """README "Scaling out": queue a small grid, two workers, `dvc exp show`; `dvc exp push`/`pull` share them."""
+    root, env = repo
+    sh(root, "git", "add", "-A", env=env)  # the queue runs what git tracks (dvc.lock included)
+    sh(root, "git", "commit", "-qm", "reproduced", "--allow-empty", env=env)
+    grid = {"lr-1e-3": 0.001, "lr-2e-3": 0.002}
+    for name, lr in grid.items():
+        sh(root, "dvc", "exp", "run", "--queue", "-n", name, "-S", f"finetune.lr={lr}", env=env)
+    sh(root, "dvc", "queue", "start", "--jobs", "2", env=env)
+    deadline = time.monotonic() + 900
+    while True:
+        status = sh(root, "dvc", "queue", "status", env=env).stdout
+        if not re.search(r"\b(Queued|Running)\b", status) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert status.count("Success") == 2, status + sh(root, "dvc", "queue", "logs", "lr-1e-3", env=env,
+                                                     check=False).stdout
+    shown = experiments(json.loads(sh(root, "dvc", "exp", "show", "--json", env=env).stdout))
+    assert set(grid) <= set(shown), shown.keys()
+    for name, lr in grid.items():
+        assert shown[name]["params"]["finetune"]["lr"] == lr
+        assert 0 <= shown[name]["metrics"]["transfer"]["test_accuracy"] <= 1
+    assert shown["lr-1e-3"]["metrics"]["transfer"] != shown["lr-2e-3"]["metrics"]["transfer"]
+    # each ran only what its change touches: scratch's numbers are the baseline's
+    baseline = json.loads((root / "metrics/compare.json").read_text())
+    assert shown["lr-1e-3"]["metrics"]["scratch"] == baseline["scratch"]
+
+    # another machine gets them through a shared Git remote (and the DVC remote for their outputs)
+    sh(tmp_path, "git", "init", "-q", "--bare", "origin.git", env=env)
+    sh(root, "git", "remote", "add", "origin", str(tmp_path / "origin.git"), env=env)
+    sh(root, "git", "push", "-q", "origin", "HEAD", env=env)
+    sh(root, "dvc", "remote", "add", "-f", "-d", "exps", str(tmp_path / "dvc-remote"), env=env)
+    sh(root, "dvc", "exp", "push", "origin", "lr-2e-3", env=env)
+    sh(tmp_path, "git", "clone", "-q", str(tmp_path / "origin.git"), "other", env=env)
+    other = tmp_path / "other"
+    sh(other, "dvc", "remote", "add", "-f", "-d", "exps", str(tmp_path / "dvc-remote"), env=env)
+    sh(other, "dvc", "exp", "pull", "origin", "lr-2e-3", env=env)
+    pulled = experiments(json.loads(sh(other, "dvc", "exp", "show", "--json", env=env).stdout))
+    assert pulled["lr-2e-3"]["metrics"] == shown["lr-2e-3"]["metrics"]
+    sh(other, "dvc", "exp", "apply", "lr-2e-3", env=env)  # the best one into the workspace ...
+    assert yaml.safe_load((other / "params.yaml").read_text())["finetune"]["lr"] == 0.002
+    sh(other, "dvc", "pull", "models/transfer.keras", env=env)  # ... with its model, from the remote
+    assert score(other / "models/transfer.keras", root / "data/mnist.npz", 32)["accuracy"] == \
+        shown["lr-2e-3"]["metrics"]["transfer"]["test_accuracy"]

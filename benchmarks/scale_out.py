@@ -1,0 +1,129 @@
+"""Measure the sweep split over machines: every shard one after another here, then a collector clone.
+
+    python benchmarks/scale_out.py --shards 3 --out benchmarks/scale_out.json
+
+Needs the sweep's inputs (download, pretrain) up to date and committed in dvc.lock, and a DVC remote (the
+repository's default one). Each shard runs `python -m tlpipe.shard i/n` in this repository, as a machine of its
+own would (this machine's local cache holds no sweep point of another shard, so nothing is shared but the
+remote); bytes pushed are the growth of the remote folder. The collector is a fresh `git clone` of HEAD that
+pulls the inputs and the run-cache and runs `dvc repro data_efficiency`, timed as a whole; it must train no point
+and reach this repository's metrics/data_efficiency.json. From the measured numbers the JSON also estimates the
+default sweep's wall time on N machines (README, "Scaling out").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tlpipe import shard as sharding  # noqa: E402
+from tlpipe.bench import cpu_info  # noqa: E402
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def remote_path(cwd: Path) -> Path:
+    """The default DVC remote's folder (a local remote)."""
+    name = subprocess.run(["dvc", "remote", "default"], cwd=cwd, capture_output=True, text=True).stdout.strip()
+    listed = subprocess.run(["dvc", "remote", "list"], cwd=cwd, capture_output=True, text=True).stdout
+    url = dict(line.split(None, 1) for line in listed.strip().splitlines())[name].strip()
+    return Path(url) if os.path.isabs(url) else (cwd / ".dvc" / url).resolve()
+
+
+def run(command: list[str], cwd: Path) -> tuple[str, float]:
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"{' '.join(command)} failed in {cwd}:\n{result.stdout}\n{result.stderr}")
+    return result.stdout, round(time.perf_counter() - started, 1)
+
+
+def point_seconds(root: Path, stage: str) -> float:
+    """The summed `seconds` of a sweep stage's three records (training and test evaluation, no process start)."""
+    budget, seed = stage.removeprefix("sweep@").split("-")
+    return sum(json.loads((root / "metrics/sweep" / f"{run}-{budget}-{seed}.json").read_text())["seconds"]
+               for run in ("transfer", "frozen", "scratch"))
+
+
+def estimate(stages: list[str], own: dict[str, float], overhead: float, fixed: float, collector: float,
+             machines: int) -> float:
+    """Wall seconds of the whole sweep on `machines` machines: the slowest shard, then the collector."""
+    shards = [sharding.shard_stages(stages, i, machines) for i in range(1, machines + 1)]
+    return round(max(sum(own[s] + overhead for s in shard) for shard in shards) + fixed + collector, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", type=int, default=3)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    remote = remote_path(ROOT)
+    remote.mkdir(parents=True, exist_ok=True)
+    run(["dvc", "push", "download", "pretrain"], ROOT)  # the first machine shares the sweep's inputs
+
+    shards = []
+    for index in range(1, args.shards + 1):
+        before = folder_bytes(remote)
+        summary = sharding.main([f"{index}/{args.shards}"])
+        pushed = folder_bytes(remote) - before
+        points = 3 * len(summary["stages"])
+        shards.append(summary | {"points": points, "bytes_pushed": pushed, "bytes_per_point": round(pushed / points)})
+
+    _, aggregate_seconds = run(["dvc", "repro", "data_efficiency"], ROOT)  # this repository aggregates too
+    with tempfile.TemporaryDirectory(prefix="collector-") as tmp:
+        clone = Path(tmp) / "collector"
+        run(["git", "clone", "-q", str(ROOT), str(clone)], Path(tmp))
+        run(["dvc", "remote", "add", "--local", "-f", "-d", "shared", str(remote)], clone)
+        started = time.perf_counter()
+        steps = {}
+        for name, command in (("pull inputs", ["dvc", "pull", "download", "pretrain"]),
+                              ("pull run-cache", ["dvc", "pull", "--run-cache"]),
+                              ("repro", ["dvc", "repro", "data_efficiency"])):
+            out, steps[name] = run(command, clone)
+        collector_seconds = round(time.perf_counter() - started, 1)
+        trained = re.findall(r"^Running stage '(sweep@[^']+)'", out, re.M)
+        restored = re.findall(r"^Stage '(sweep@[^']+)' is cached", out, re.M)
+        ours = (ROOT / "metrics/data_efficiency.json").read_text()
+        same = (clone / "metrics/data_efficiency.json").read_text() == ours
+    all_stages = [s for summary in shards for s in summary["stages"]]
+    if trained or sorted(restored) != sorted(all_stages) or not same:
+        raise SystemExit(f"collector: trained {trained}, restored {len(restored)} of {len(all_stages)}, same={same}")
+
+    names = sharding.dvc("stage", "list", "--name-only", show=False).split()
+    stages = [s for s in names if s.startswith(sharding.SWEEP_PREFIX)]
+    own = {s: point_seconds(ROOT, s) for s in stages}
+    repro_seconds = sum(s["repro_seconds"] for s in shards)
+    overhead = (repro_seconds - sum(own.values())) / len(stages)  # process start, data loading, DVC, per stage
+    fixed = sum(s["pull_seconds"] + s["push_seconds"] for s in shards) / len(shards)  # per shard
+    report = {
+        "machine": cpu_info()["model"], "date": time.strftime("%Y-%m-%d"),
+        "commit": run(["git", "rev-parse", "--short", "HEAD"], ROOT)[0].strip(),
+        "shards": shards,
+        "collector": {"seconds": collector_seconds, "steps": steps, "trained": len(trained), "restored": len(restored),
+                      "same_data_efficiency_json": same},
+        "aggregate_seconds_here": aggregate_seconds,
+        "model": {"stage_overhead_seconds": round(overhead, 1), "shard_fixed_seconds": round(fixed, 1),
+                  "point_seconds_total": round(sum(own.values()), 1)},
+        "estimate_seconds": {str(n): estimate(stages, own, overhead, fixed, collector_seconds, n)
+                             for n in (1, 2, 3, 5, 10, 15, 30) if n <= len(stages)},
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("collector", "model", "estimate_seconds")}, indent=2))
+    print(f"shards: {[(s['shard'], s['seconds'], math.ceil(s['bytes_per_point'])) for s in shards]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Beyond one CPU: the TensorFlow extras, and the label-budget sweep split over machines through DVC.
+
+The sweep test stands two clones in for two machines, with a local bare Git repository and a local DVC remote
+between them, on tiny data: README, "Scaling out".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import ROOT, tiny_params
+from tlpipe.errors import PipelineError
+from tlpipe.shard import parse_shard, shard_stages
+
+COPY = ["dvc.yaml", "stages", "tlpipe", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
+SWEEP = [f"sweep@{budget}-{seed}" for budget in (20, 60) for seed in (0, 1)]  # tiny params: 2 budgets x 2 seeds
+
+
+def sh(cwd: Path, *args: str, env: dict | None = None) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def ran(output: str) -> list[str]:
+    """The sweep stages DVC ran (trained) in a `dvc repro` output."""
+    return re.findall(r"^Running stage '(sweep@[^']+)'", output, re.M)
+
+
+def restored(output: str) -> list[str]:
+    """The sweep stages DVC restored from the run-cache in a `dvc repro` output."""
+    return re.findall(r"^Stage '(sweep@[^']+)' is cached - skipping run", output, re.M)
+
+
+# --- the shard split -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["0/4", "5/4", "2", "a/b", "1/0", "-1/2", ""])
+def test_bad_shard_is_one_line(text):
+    with pytest.raises(PipelineError, match=r"SHARD must be i/n with 1 <= i <= n") as caught:
+        parse_shard(text)
+    assert "\n" not in str(caught.value)
+
+
+def test_shards_are_disjoint_cover_every_stage_and_are_balanced():
+    names = ["download", "pretrain", *[f"sweep@{b}-{s}" for b in (100, 300, 1000, 3000, 10000, 60000)
+                                       for s in range(5)], "data_efficiency"]
+    sweep = [n for n in names if n.startswith("sweep@")]
+    for count in (1, 2, 3, 4, 7, 30):
+        shards = [shard_stages(names, i, count) for i in range(1, count + 1)]
+        flat = [stage for shard in shards for stage in shard]
+        assert sorted(flat) == sorted(sweep) and len(flat) == len(set(flat)), count  # disjoint, all of them
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1, count
+    # the same split on every machine: it depends on the stage list only
+    assert shard_stages(names, 2, 4) == shard_stages(list(names), 2, 4)
+    # with 5 shards, shard i takes seed i-1 at every budget, so each shard holds one of each budget's cost
+    assert shard_stages(names, 2, 5) == [f"sweep@{b}-1" for b in (100, 300, 1000, 3000, 10000, 60000)]
+
+
+def test_make_refuses_an_unknown_tensorflow_build():
+    result = subprocess.run(["make", "-n", "test", "TF=tpu"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0 and "TF must be cpu or gpu, got 'tpu'" in result.stderr
+
+
+def test_make_sweep_shard_needs_shard():
+    result = subprocess.run(["make", "sweep-shard", "-o", f".venv/installed-{'cpu'}"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "sweep-shard needs SHARD=i/n" in result.stderr
+
+
+# --- the TensorFlow builds -----------------------------------------------------------------------------------
+
+
+def test_tensorflow_extras_resolve_to_exactly_one_build(tmp_path):
+    """`pip install --dry-run` resolves each extra against the package index (needs PyPI, like the install)."""
+    found = {}
+    for extra in ("cpu", "gpu"):
+        report = tmp_path / f"{extra}.json"
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+             "--report", str(report), f".[{extra}]"],
+            cwd=ROOT, capture_output=True, text=True,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        found[extra] = {item["metadata"]["name"].lower(): item["metadata"]["version"]
+                        for item in json.loads(report.read_text())["install"]}
+    cpu, gpu = found["cpu"], found["gpu"]
+    assert cpu["tensorflow-cpu"] == gpu["tensorflow"] == "2.21.0"
+    assert "tensorflow" not in cpu and "tensorflow-cpu" not in gpu  # never both in one environment
+    assert not [name for name in cpu if name.startswith("nvidia-")]
+    assert {"nvidia-cudnn-cu12", "nvidia-cublas-cu12"} <= set(gpu)  # the CUDA libraries of tensorflow[and-cuda]
+    assert cpu["keras"] == gpu["keras"]  # the rest is the same
+
+
+# --- the sweep across machines ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory, mirror):
+    """A bare Git repository and a DVC remote holding the tiny project with download and pretrain done once
+    (by "the first machine", which committed dvc.lock and pushed its outputs); the env to run DVC with."""
+    base = tmp_path_factory.mktemp("scale")
+    first = base / "first"
+    for name in COPY:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, first / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (first / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, first / name)
+    (first / "params.yaml").write_text(yaml.safe_dump(tiny_params(mirror[1])))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TLPIPE_DEBUG")} | {
+        "DATA_MIRROR": str(mirror[0]),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    sh(base, "git", "init", "-q", "--bare", "origin.git", env=env)
+    sh(first, "git", "init", "-q", "-b", "main", env=env)
+    sh(first, "dvc", "remote", "add", "-f", "-d", "shared", str(base / "dvc-remote"), env=env)
+    sh(first, "dvc", "repro", "pretrain", env=env)
+    sh(first, "dvc", "push", env=env)
+    sh(first, "git", "add", "-A", env=env)
+    sh(first, "git", "commit", "-qm", "pretrain done once", env=env)
+    sh(first, "git", "remote", "add", "origin", str(base / "origin.git"), env=env)
+    sh(first, "git", "push", "-q", "origin", "main", env=env)
+    return base, env
+
+
+def machine(origin, name: str) -> Path:
+    """A fresh clone of the origin: another machine."""
+    base, env = origin
+    sh(base, "git", "clone", "-q", str(base / "origin.git"), name, env=env)
+    return base / name
+
+
+def shard(origin, name: str, which: str) -> tuple[Path, str]:
+    base, env = origin
+    clone = machine(origin, name)
+    # run as `make sweep-shard` does (the module from the clone itself, through the clone's python -m)
+    return clone, sh(clone, sys.executable, "-m", "tlpipe.shard", which, env=env | {"PYTHONPATH": str(clone)})
+
+
+def records(root: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((root / "metrics/sweep").glob("*.json"))}
+
+
+def test_two_machines_share_the_sweep_and_a_third_collects_without_training(origin):
+    base, env = origin
+    a, out_a = shard(origin, "a", "1/2")
+    b, out_b = shard(origin, "b", "2/2")
+    # every point trained exactly once across the two machines
+    assert sorted(ran(out_a) + ran(out_b)) == sorted(SWEEP) and not set(ran(out_a)) & set(ran(out_b))
+    assert ran(out_a) == SWEEP[0::2] and ran(out_b) == SWEEP[1::2]
+
+    collector = machine(origin, "collector")
+    sh(collector, "dvc", "pull", "download", "pretrain", env=env)
+    sh(collector, "dvc", "pull", "--run-cache", env=env)
+    out_c = sh(collector, "dvc", "repro", env=env)
+    assert ran(out_c) == [], out_c  # the collector trained none ...
+    assert sorted(restored(out_c)) == sorted(SWEEP)  # ... it restored every point from the run-cache
+    assert "Running stage 'data_efficiency'" in out_c
+    # the very files the shards wrote (their seconds included, which no rerun would reproduce)
+    assert records(collector) == records(a) | records(b) and len(records(collector)) == 3 * len(SWEEP)
+
+    # one machine alone, from the same commit, trains every point: the same aggregate
+    single = machine(origin, "single")
+    sh(single, "dvc", "pull", "download", "pretrain", env=env)
+    out_s = sh(single, "dvc", "repro", "--no-run-cache", env=env)
+    assert sorted(ran(out_s)) == sorted(SWEEP)
+    collected, alone = (json.loads((root / "metrics/data_efficiency.json").read_text()) for root in (collector, single))
+    # equal but for the wall time that the records carry (train_seconds_total is their sum)
+    assert collected.pop("train_seconds_total") > 0 and alone.pop("train_seconds_total") > 0
+    assert collected == alone
+
+
+def test_a_shard_refuses_inputs_that_differ_from_dvc_lock(origin):
+    """Points trained from other Fashion weights than the committed ones would never match across machines."""
+    base, env = origin
+    clone = machine(origin, "stale")
+    params = clone / "params.yaml"
+    raw = yaml.safe_load(params.read_text())
+    raw["pretrain"]["epochs"] += 1  # pretrain no longer matches dvc.lock
+    params.write_text(yaml.safe_dump(raw))
+    result = subprocess.run([sys.executable, "-m", "tlpipe.shard", "1/2"], cwd=clone, capture_output=True,
+                            text=True, env=env | {"PYTHONPATH": str(clone)})
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: shard: pretrain: not up to date with dvc.lock"), result.stderr
+    assert "Running stage" not in result.stdout and not (clone / "metrics/sweep").exists()
