@@ -10,7 +10,7 @@ ifeq ($(filter $(TF),cpu gpu),)
 $(error TF must be cpu or gpu, got '$(TF)')
 endif
 OTHER_TF := $(if $(filter cpu,$(TF)),tensorflow,tensorflow-cpu)
-INSTALLED := $(INSTALLED)-$(TF)
+INSTALLED := $(VENV)/installed-$(TF)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 

@@ -6,7 +6,7 @@ Needs the sweep's inputs (download, pretrain) up to date and committed in dvc.lo
 repository's default one). Each shard runs `python -m tlpipe.shard i/n` in this repository, as a machine of its
 own would (this machine's local cache holds no sweep point of another shard, so nothing is shared but the
 remote); bytes pushed are the growth of the remote folder. The collector is a fresh `git clone` of HEAD that
-pulls the inputs and the run-cache and runs `dvc repro data_efficiency`, timed as a whole; it must train no point
+runs `dvc repro --pull data_efficiency` (the run-cache, the inputs, the records), timed; it must train no point
 and reach this repository's metrics/data_efficiency.json. From the measured numbers the JSON also estimates the
 default sweep's wall time on N machines (README, "Scaling out").
 """
@@ -89,9 +89,7 @@ def main() -> None:
         run(["dvc", "remote", "add", "--local", "-f", "-d", "shared", str(remote)], clone)
         started = time.perf_counter()
         steps = {}
-        for name, command in (("pull inputs", ["dvc", "pull", "download", "pretrain"]),
-                              ("pull run-cache", ["dvc", "pull", "--run-cache"]),
-                              ("repro", ["dvc", "repro", "data_efficiency"])):
+        for name, command in (("repro --pull", ["dvc", "repro", "--pull", "data_efficiency"]),):
             out, steps[name] = run(command, clone)
         collector_seconds = round(time.perf_counter() - started, 1)
         trained = re.findall(r"^Running stage '(sweep@[^']+)'", out, re.M)

@@ -307,9 +307,9 @@ def test_queued_experiments_run_on_two_workers_and_travel_through_git(repo, tmp_
     assert shown["lr-1e-3"]["metrics"]["scratch"] == baseline["scratch"]
 
     # another machine gets them through a shared Git remote (and the DVC remote for their outputs)
-    sh(tmp_path, "git", "init", "-q", "--bare", "origin.git", env=env)
+    sh(tmp_path, "git", "init", "-q", "--bare", "-b", "main", "origin.git", env=env)
     sh(root, "git", "remote", "add", "origin", str(tmp_path / "origin.git"), env=env)
-    sh(root, "git", "push", "-q", "origin", "HEAD", env=env)
+    sh(root, "git", "push", "-q", "origin", "HEAD:main", env=env)
     sh(root, "dvc", "remote", "add", "-f", "-d", "exps", str(tmp_path / "dvc-remote"), env=env)
     sh(root, "dvc", "exp", "push", "origin", "lr-2e-3", env=env)
     sh(tmp_path, "git", "clone", "-q", str(tmp_path / "origin.git"), "other", env=env)

@@ -129,11 +129,10 @@ def test_scale_out_tables():
              "restored": ["sweep@300-0"], "seconds": 70.25, "pull_seconds": 3.0, "repro_seconds": 60.0,
              "push_seconds": 7.25, "bytes_per_point": 1234}
     report = {"shards": [shard], "estimate_seconds": {"1": 1000.0, "2": 520.0},
-              "collector": {"seconds": 20.0, "steps": {"pull inputs": 5.0, "pull run-cache": 2.0, "repro": 13.0},
-                            "trained": 0, "restored": 2}}
+              "collector": {"seconds": 20.0, "steps": {"repro --pull": 20.0}, "trained": 0, "restored": 2}}
     assert rt.render_shards(report).splitlines()[2:] == [
         "| shard 1/2 | 2 | 1 | 1 | 70.2 (3.0 / 60.0 / 7.2) | 1,234 |",
-        "| collector (pull inputs / pull run-cache / repro) | 2 | 0 | 2 | 20.0 (5.0 / 2.0 / 13.0) | |",
+        "| collector: `dvc repro --pull data_efficiency` in a fresh clone | 2 | 0 | 2 | 20.0 | |",
     ]
     assert rt.render_scale_estimate(report).splitlines()[2:] == [
         "| 1 | 1000 | 16.7 | 1.0× |", "| 2 | 520 | 8.7 | 1.9× |"]

@@ -92,12 +92,12 @@ def test_tensorflow_extras_resolve_to_exactly_one_build(tmp_path):
             cwd=ROOT, capture_output=True, text=True,
         )
         assert result.returncode == 0, result.stderr[-2000:]
-        found[extra] = {item["metadata"]["name"].lower(): item["metadata"]["version"]
+        found[extra] = {re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower(): item["metadata"]["version"]
                         for item in json.loads(report.read_text())["install"]}
     cpu, gpu = found["cpu"], found["gpu"]
     assert cpu["tensorflow-cpu"] == gpu["tensorflow"] == "2.21.0"
     assert "tensorflow" not in cpu and "tensorflow-cpu" not in gpu  # never both in one environment
-    assert not [name for name in cpu if name.startswith("nvidia-")]
+    assert not [name for name in cpu if re.search(r"-cu\d+$", name)]  # no CUDA library (nvidia-ml-py is DVC's)
     assert {"nvidia-cudnn-cu12", "nvidia-cublas-cu12"} <= set(gpu)  # the CUDA libraries of tensorflow[and-cuda]
     assert cpu["keras"] == gpu["keras"]  # the rest is the same
 
@@ -126,9 +126,11 @@ def origin(tmp_path_factory, mirror):
         "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
-    sh(base, "git", "init", "-q", "--bare", "origin.git", env=env)
+    sh(base, "git", "init", "-q", "--bare", "-b", "main", "origin.git", env=env)
     sh(first, "git", "init", "-q", "-b", "main", env=env)
     sh(first, "dvc", "remote", "add", "-f", "-d", "shared", str(base / "dvc-remote"), env=env)
+    sh(first, "git", "add", "-A", env=env)
+    sh(first, "git", "commit", "-qm", "tiny project", env=env)  # DVCLive needs a commit to exist
     sh(first, "dvc", "repro", "pretrain", env=env)
     sh(first, "dvc", "push", env=env)
     sh(first, "git", "add", "-A", env=env)
@@ -162,12 +164,12 @@ def test_two_machines_share_the_sweep_and_a_third_collects_without_training(orig
     b, out_b = shard(origin, "b", "2/2")
     # every point trained exactly once across the two machines
     assert sorted(ran(out_a) + ran(out_b)) == sorted(SWEEP) and not set(ran(out_a)) & set(ran(out_b))
-    assert ran(out_a) == SWEEP[0::2] and ran(out_b) == SWEEP[1::2]
+    assert sorted(ran(out_a)) == sorted(SWEEP[0::2]) and sorted(ran(out_b)) == sorted(SWEEP[1::2])
 
     collector = machine(origin, "collector")
-    sh(collector, "dvc", "pull", "download", "pretrain", env=env)
-    sh(collector, "dvc", "pull", "--run-cache", env=env)
-    out_c = sh(collector, "dvc", "repro", env=env)
+    # pulls the run-cache, the sweep's inputs and the restored points' records (`dvc pull --run-cache` and a
+    # plain `dvc repro` retrain instead: that pull fetches the run-cache entries, not the records they name)
+    out_c = sh(collector, "dvc", "repro", "--pull", "data_efficiency", env=env)
     assert ran(out_c) == [], out_c  # the collector trained none ...
     assert sorted(restored(out_c)) == sorted(SWEEP)  # ... it restored every point from the run-cache
     assert "Running stage 'data_efficiency'" in out_c
@@ -177,7 +179,7 @@ def test_two_machines_share_the_sweep_and_a_third_collects_without_training(orig
     # one machine alone, from the same commit, trains every point: the same aggregate
     single = machine(origin, "single")
     sh(single, "dvc", "pull", "download", "pretrain", env=env)
-    out_s = sh(single, "dvc", "repro", "--no-run-cache", env=env)
+    out_s = sh(single, "dvc", "repro", "--no-run-cache", "data_efficiency", env=env)
     assert sorted(ran(out_s)) == sorted(SWEEP)
     collected, alone = (json.loads((root / "metrics/data_efficiency.json").read_text()) for root in (collector, single))
     # equal but for the wall time that the records carry (train_seconds_total is their sum)
@@ -198,4 +200,4 @@ def test_a_shard_refuses_inputs_that_differ_from_dvc_lock(origin):
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: shard: pretrain: not up to date with dvc.lock"), result.stderr
-    assert "Running stage" not in result.stdout and not (clone / "metrics/sweep").exists()
+    assert "Running stage" not in result.stdout and not list(clone.glob("metrics/sweep/*.json"))

@@ -15,7 +15,7 @@ same commit computes the same split, with no coordination. The steps, all DVC's 
 3. `dvc push --run-cache <stages>`: the points' records and their run-cache entries.
 
 The DVC remote is the repository's default one (`dvc remote default`; `dvc remote add -d --local NAME URL` sets a
-machine's own without a commit). The collecting machine then runs `dvc pull --run-cache` and `dvc repro`: every
+machine's own without a commit). The collecting machine then runs `dvc repro --pull data_efficiency`: every
 point is restored from the run-cache (none is trained) and data_efficiency aggregates them (README, "Scaling out").
 """
 
