@@ -100,7 +100,7 @@ def main() -> None:
     if trained or sorted(restored) != sorted(all_stages) or not same:
         raise SystemExit(f"collector: trained {trained}, restored {len(restored)} of {len(all_stages)}, same={same}")
 
-    names = sharding.dvc("stage", "list", "--name-only", show=False).split()
+    names = sharding.dvc("stage", "list", "--name-only", show=False)[1].split()
     stages = [s for s in names if s.startswith(sharding.SWEEP_PREFIX)]
     own = {s: point_seconds(ROOT, s) for s in stages}
     repro_seconds = sum(s["repro_seconds"] for s in shards)

@@ -6,12 +6,13 @@ Shard i/n takes the sweep stages at positions i-1, i-1+n, i-1+2n, ... of `dvc st
 order: budget by budget, seed by seed): the n shards are disjoint, cover every stage, and every machine on the
 same commit computes the same split, with no coordination. The steps, all DVC's own commands:
 
-1. `dvc pull --with-deps --allow-missing <stages>`: the sweep's inputs (data/mnist.npz, models/fashion.named.h5)
-   as dvc.lock records them. Every machine must start from the same Fashion weights: a point's run-cache key
-   includes the md5 of every dependency, so points made from other weights would never be found by the collector.
-   An input that is not in the remote or not up to date with dvc.lock stops the shard before any training.
-2. `dvc repro --pull <stages>`: trains the shard's points; a point already in the remote's run-cache (another
-   machine did it, or this shard ran before) is restored, not trained.
+1. `dvc pull` of the stages that the shard's stages depend on (download, pretrain): the sweep's inputs
+   (data/mnist.npz, models/fashion.named.h5) as dvc.lock records them. Every machine must start from the same
+   Fashion weights: a point's run-cache key includes the md5 of every dependency, so points made from other
+   weights would never be found by the collector. An input that is not in the remote or not up to date with
+   dvc.lock stops the shard before any training.
+2. `dvc repro --pull --keep-going <stages>`: trains the shard's points; a point already in the remote's run-cache
+   (another machine did it, or this shard ran before) is restored, not trained.
 3. `dvc push --run-cache <stages>`: the points' records and their run-cache entries.
 
 The DVC remote is the repository's default one (`dvc remote default`; `dvc remote add -d --local NAME URL` sets a
@@ -46,30 +47,49 @@ def shard_stages(names: list[str], index: int, count: int) -> list[str]:
     return sweep[index - 1 :: count]
 
 
-def dvc(*args: str, show: bool = True) -> str:
-    """Run a DVC command here and return its output (shown as it comes when `show`); a failure is a
-    PipelineError naming the command."""
+def dvc(*args: str, show: bool = True, check: bool = True) -> tuple[int, str]:
+    """Run a DVC command here; return its exit code and output (shown as it comes when `show`). A failure is a
+    PipelineError naming the command and DVC's error line, unless not `check`."""
     command = ["dvc", *args]
     if show:
         print("$ " + " ".join(command), flush=True)
-    proc = subprocess.Popen(command, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT if show else subprocess.PIPE)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if show:
+        proc = subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
             print(line, end="", flush=True)
-    errors = proc.stderr.read() if proc.stderr else ""
-    if proc.wait():
-        last = (errors or "".join(lines)).strip().splitlines()[-1:]
-        raise PipelineError(f"`{' '.join(command)}` failed (exit {proc.returncode}){': ' + last[0] if last else ''}")
-    return "".join(lines)
+        output, errors = "".join(lines), ""
+        proc.wait()
+    else:
+        proc = subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        output, errors = proc.communicate()
+    if proc.returncode and check:
+        raise PipelineError(f"`{' '.join(command)}` failed (exit {proc.returncode}){error_line(errors + output)}")
+    return proc.returncode, output
+
+
+def error_line(output: str) -> str:
+    """': <DVC's ERROR line>' from a command's output ('' when there is none)."""
+    found = [line.strip() for line in output.splitlines() if line.startswith("ERROR")]
+    return f": {found[0]}" if found else ""
+
+
+def upstream(stages: list[str]) -> list[str]:
+    """The stages that `stages` depend on, directly or not (for the sweep: download and pretrain)."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        graph = repo.index.graph  # edges run from a stage to the stages it depends on
+        nodes = [stage for stage in graph if stage.addressing in stages]
+        found = set().union(*(nx.descendants(graph, node) for node in nodes))
+    return sorted(stage.addressing for stage in found if stage.addressing not in stages)
 
 
 def stale_inputs(stages: list[str]) -> list[str]:
-    """Stages upstream of `stages` that are not up to date with dvc.lock here (after the pull)."""
-    status = json.loads(dvc("status", "--json", "--with-deps", *stages, show=False) or "{}")
-    return sorted(name for name in status if not name.startswith(SWEEP_PREFIX))
+    """Those of `stages` that are not up to date with dvc.lock here (e.g. missing outputs, other params)."""
+    status = json.loads(dvc("status", "--json", *stages, show=False)[1] or "{}")
+    return sorted(status)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -78,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--list", action="store_true", help="print the shard's stages and stop")
     args = parser.parse_args(argv)
     index, count = parse_shard(args.shard)
-    names = dvc("stage", "list", "--name-only", show=False).split()
+    names = dvc("stage", "list", "--name-only", show=False)[1].split()
     stages = shard_stages(names, index, count)
     if not stages:
         raise PipelineError(f"shard {index}/{count} has no sweep stage (dvc.yaml has "
@@ -92,8 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
         clock.append(time.perf_counter())
         return round(clock[-1] - clock[-2], 1)
 
-    dvc("pull", "--with-deps", "--allow-missing", *stages)
-    stale = stale_inputs(stages)
+    inputs = upstream(stages)
+    dvc("pull", "--allow-missing", *inputs)
+    stale = stale_inputs(inputs)
     if stale:
         raise PipelineError(
             f"{', '.join(stale)}: not up to date with dvc.lock here, so this machine's points would not match the "
@@ -101,11 +122,15 @@ def main(argv: list[str] | None = None) -> dict:
             "that commit on every shard"
         )
     pull_seconds = lap()
-    repro = dvc("repro", "--pull", *stages)
+    # --keep-going: a failing stage does not stop the others, and what was trained is pushed all the same
+    code, repro = dvc("repro", "--pull", "--keep-going", *stages, check=False)
     repro_seconds = lap()
     trained = re.findall(r"^Running stage '(sweep@[^']+)'", repro, re.M)
     restored = re.findall(r"^Stage '(sweep@[^']+)' is cached", repro, re.M)
-    dvc("push", "--run-cache", *stages)
+    dvc("push", "--run-cache", *stages, check=not code)
+    if code:
+        raise PipelineError(f"`dvc repro` failed for some of shard {index}/{count}'s stages (the others were "
+                            f"pushed){error_line(repro)}")
     summary = {"shard": f"{index}/{count}", "stages": stages, "trained": trained, "restored": restored,
                "pull_seconds": pull_seconds, "repro_seconds": repro_seconds, "push_seconds": lap(),
                "seconds": round(clock[-1] - clock[0], 1)}
