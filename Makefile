@@ -5,7 +5,8 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 # TensorFlow build: cpu (tensorflow-cpu, the default) or gpu (tensorflow[and-cuda]: NVIDIA GPUs on Linux).
 # One per .venv: the two overwrite each other's files, so switching (make repro TF=gpu) removes the other first.
-TF ?= cpu
+# Once switched, later commands keep the installed build unless TF= says otherwise.
+TF ?= $(if $(wildcard $(VENV)/installed-gpu),gpu,cpu)
 ifeq ($(filter $(TF),cpu gpu),)
 $(error TF must be cpu or gpu, got '$(TF)')
 endif

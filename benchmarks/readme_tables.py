@@ -221,10 +221,18 @@ def render_shards(report: dict) -> str:
     """benchmarks/scale_out.py's report: each shard, then the collector."""
     lines = [row(["step", "stages", "trained", "restored", "seconds (pull / repro / push)", "bytes pushed per point"]),
              "|---|---:|---:|---:|---|---:|"]
+    def seconds(s: dict) -> str:
+        if s.get("pull_seconds") is None:
+            return f"{s['seconds']:.1f}"
+        return f"{s['seconds']:.1f} ({s['pull_seconds']:.1f} / {s['repro_seconds']:.1f} / {s['push_seconds']:.1f})"
+
     for s in report["shards"]:
         lines.append(row([f"shard {s['shard']}", str(len(s["stages"])), str(len(s["trained"])), str(len(s["restored"])),
-                          f"{s['seconds']:.1f} ({s['pull_seconds']:.1f} / {s['repro_seconds']:.1f} / "
-                          f"{s['push_seconds']:.1f})", f"{s['bytes_per_point']:,}"]))
+                          seconds(s), f"{s['bytes_per_point']:,}"]))
+    if "shard_again_on_a_fresh_clone" in report:
+        s = report["shard_again_on_a_fresh_clone"]
+        lines.append(row([f"shard {s['shard']} again, in a fresh clone", str(len(s["stages"])), str(len(s["trained"])),
+                          str(len(s["restored"])), seconds(s), ""]))
     c = report["collector"]
     lines.append(row(["collector: `dvc repro --pull data_efficiency` in a fresh clone",
                       str(c["trained"] + c["restored"]), str(c["trained"]), str(c["restored"]), f"{c['seconds']:.1f}",

@@ -5,7 +5,8 @@
 Needs the sweep's inputs (download, pretrain) up to date and committed in dvc.lock, and a DVC remote (the
 repository's default one). Each shard runs `python -m tlpipe.shard i/n` in this repository, as a machine of its
 own would (this machine's local cache holds no sweep point of another shard, so nothing is shared but the
-remote); bytes pushed are the growth of the remote folder. The collector is a fresh `git clone` of HEAD that
+remote); bytes pushed per point are what a machine that ran only that shard pushes (its records and run-cache
+entries). The collector is a fresh `git clone` of HEAD that
 runs `dvc repro --pull data_efficiency` (the run-cache, the inputs, the records), timed; it must train no point
 and reach this repository's metrics/data_efficiency.json. From the measured numbers the JSON also estimates the
 default sweep's wall time on N machines (README, "Scaling out").
@@ -24,22 +25,50 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tlpipe import shard as sharding  # noqa: E402
 from tlpipe.bench import cpu_info  # noqa: E402
 
 
-def folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def remote_path(cwd: Path) -> Path:
     """The default DVC remote's folder (a local remote)."""
     name = subprocess.run(["dvc", "remote", "default"], cwd=cwd, capture_output=True, text=True).stdout.strip()
     listed = subprocess.run(["dvc", "remote", "list"], cwd=cwd, capture_output=True, text=True).stdout
-    url = dict(line.split(None, 1) for line in listed.strip().splitlines())[name].strip()
+    url = {line.split()[0]: line.split()[1] for line in listed.strip().splitlines()}[name]  # "name url (default)"
     return Path(url) if os.path.isabs(url) else (cwd / ".dvc" / url).resolve()
+
+
+def pushed_bytes(root: Path, stages: list[str]) -> int:
+    """What a machine that ran just `stages` pushes: their records (sizes from dvc.lock) and their run-cache
+    entries (the files under .dvc/cache/runs whose cmd is one of theirs)."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    records = sum(out["size"] for stage in stages for out in lock[stage]["outs"])
+    wanted = {tuple(stage.removeprefix("sweep@").split("-")) for stage in stages}
+    entries = 0
+    for entry in (root / ".dvc/cache/runs").rglob("*"):
+        if entry.is_file():
+            found = re.search(r"--budget (\d+) --seed (\d+)", yaml.safe_load(entry.read_text()).get("cmd", ""))
+            if found and found.groups() in wanted:
+                entries += entry.stat().st_size
+    return records + entries
+
+
+def shards_from_log(path: Path) -> list[dict]:
+    """The shard summaries that `python -m tlpipe.shard` printed in an earlier run's log (its stages, what it
+    trained or restored, its seconds); the split of those seconds into pull, repro and push is not in the log."""
+    text = path.read_text()
+    shards = []
+    for shard, stages in re.findall(r"^shard (\d+/\d+): \d+ stages: (.*)$", text, re.M):
+        done = re.search(rf"^shard {shard}: trained (\d+), restored (\d+) of \d+ stages in ([\d.]+) s", text, re.M)
+        trained, restored = int(done[1]), int(done[2])
+        stages = stages.split()
+        shards.append({"shard": shard, "stages": stages, "trained": stages if trained == len(stages) else [],
+                       "restored": stages if restored == len(stages) else [], "seconds": float(done[3]),
+                       "pull_seconds": None, "repro_seconds": None, "push_seconds": None, "from_log": str(path.name)})
+    return shards
 
 
 def run(command: list[str], cwd: Path) -> tuple[str, float]:
@@ -68,19 +97,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", type=int, default=3)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--shards-log", type=Path,
+                        help="take the shards from an earlier run's log instead of running them (the run trained "
+                             "them and pushed; e.g. its collector failed)")
     args = parser.parse_args()
     os.chdir(ROOT)
     remote = remote_path(ROOT)
     remote.mkdir(parents=True, exist_ok=True)
     run(["dvc", "push", "download", "pretrain"], ROOT)  # the first machine shares the sweep's inputs
 
-    shards = []
+    shards = shards_from_log(args.shards_log) if args.shards_log else []
     for index in range(1, args.shards + 1):
-        before = folder_bytes(remote)
-        summary = sharding.main([f"{index}/{args.shards}"])
-        pushed = folder_bytes(remote) - before
+        if args.shards_log:
+            break
+        shards.append(sharding.main([f"{index}/{args.shards}"]))
+        args.out.write_text(json.dumps({"shards": shards}, indent=2) + "\n")  # kept if a later step fails
+    for summary in shards:
         points = 3 * len(summary["stages"])
-        shards.append(summary | {"points": points, "bytes_pushed": pushed, "bytes_per_point": round(pushed / points)})
+        pushed = pushed_bytes(ROOT, summary["stages"])
+        summary |= {"points": points, "bytes_pushed": pushed, "bytes_per_point": round(pushed / points)}
+
+    # shard 1 again, on a fresh clone whose points are all in the remote already: what a machine pays around the
+    # training (clone excluded): pulling the inputs, restoring instead of training, pushing
+    with tempfile.TemporaryDirectory(prefix="shard-") as tmp:
+        clone = Path(tmp) / "shard"
+        run(["git", "clone", "-q", str(ROOT), str(clone)], Path(tmp))
+        run(["dvc", "remote", "add", "--local", "-f", "-d", "shared", str(remote)], clone)
+        out, seconds = run([sys.executable, "-m", "tlpipe.shard", f"1/{args.shards}"], clone)
+        again = {"shard": f"1/{args.shards}", "seconds": seconds, "stages": shards[0]["stages"],
+                 "trained": re.findall(r"^Running stage '(sweep@[^']+)'", out, re.M),
+                 "restored": re.findall(r"^Stage '(sweep@[^']+)' is cached", out, re.M)}
+        split = re.search(r"\(pull ([\d.]+) s, repro ([\d.]+) s, push ([\d.]+) s\)", out)
+        again |= {"pull_seconds": float(split[1]), "repro_seconds": float(split[2]), "push_seconds": float(split[3])}
 
     _, aggregate_seconds = run(["dvc", "repro", "data_efficiency"], ROOT)  # this repository aggregates too
     with tempfile.TemporaryDirectory(prefix="collector-") as tmp:
@@ -103,13 +151,16 @@ def main() -> None:
     names = sharding.dvc("stage", "list", "--name-only", show=False)[1].split()
     stages = [s for s in names if s.startswith(sharding.SWEEP_PREFIX)]
     own = {s: point_seconds(ROOT, s) for s in stages}
-    repro_seconds = sum(s["repro_seconds"] for s in shards)
-    overhead = (repro_seconds - sum(own.values())) / len(stages)  # process start, data loading, DVC, per stage
-    fixed = sum(s["pull_seconds"] + s["push_seconds"] for s in shards) / len(shards)  # per shard
+    if again["trained"] or sorted(again["restored"]) != sorted(again["stages"]):
+        raise SystemExit(f"shard {again['shard']} on a fresh clone trained {again['trained']}")
+    # per stage: process start, data loading, DVC (and, spread thinly, the shards' own pulls and pushes here)
+    overhead = (sum(s["seconds"] for s in shards) - sum(own.values())) / len(stages)
+    fixed = again["pull_seconds"] + again["push_seconds"]  # per machine: a fresh clone's pull and push
     report = {
         "machine": cpu_info()["model"], "date": time.strftime("%Y-%m-%d"),
         "commit": run(["git", "rev-parse", "--short", "HEAD"], ROOT)[0].strip(),
         "shards": shards,
+        "shard_again_on_a_fresh_clone": again,
         "collector": {"seconds": collector_seconds, "steps": steps, "trained": len(trained), "restored": len(restored),
                       "same_data_efficiency_json": same},
         "aggregate_seconds_here": aggregate_seconds,

@@ -284,24 +284,31 @@ def test_queued_experiments_run_on_two_workers_and_travel_through_git(repo, tmp_
     root, env = repo
     sh(root, "git", "add", "-A", env=env)  # the queue runs what git tracks (dvc.lock included)
     sh(root, "git", "commit", "-qm", "reproduced", "--allow-empty", env=env)
-    grid = {"lr-1e-3": 0.001, "lr-2e-3": 0.002}
-    for name, lr in grid.items():
-        sh(root, "dvc", "exp", "run", "--queue", "-n", name, "-S", f"finetune.lr={lr}", env=env)
+    grid = {"lr-1e-3": ("1e-3", 0.001), "lr-2e-3": ("2e-3", 0.002)}  # as the README writes them
+    for name, (text, _) in grid.items():
+        sh(root, "dvc", "exp", "run", "--queue", "-n", name, "-S", f"finetune.lr={text}", env=env)
     sh(root, "dvc", "queue", "start", "--jobs", "2", env=env)
-    deadline = time.monotonic() + 900
-    while True:
-        status = sh(root, "dvc", "queue", "status", env=env).stdout
-        if not re.search(r"\b(Queued|Running)\b", status) or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+    deadline, most_running = time.monotonic() + 900, 0
+    try:
+        while True:
+            status = sh(root, "dvc", "queue", "status", env=env).stdout
+            most_running = max(most_running, len(re.findall(r"\bRunning\b", status)))
+            if not re.search(r"\b(Queued|Running)\b", status) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    finally:
+        sh(root, "dvc", "queue", "stop", "--kill", env=env, check=False)  # no worker outlives the test
     assert status.count("Success") == 2, status + sh(root, "dvc", "queue", "logs", "lr-1e-3", env=env,
                                                      check=False).stdout
+    assert most_running == 2, "the two experiments never ran at the same time"
     shown = experiments(json.loads(sh(root, "dvc", "exp", "show", "--json", env=env).stdout))
     assert set(grid) <= set(shown), shown.keys()
-    for name, lr in grid.items():
-        assert shown[name]["params"]["finetune"]["lr"] == lr
+    for name, (_, lr) in grid.items():
+        assert float(shown[name]["params"]["finetune"]["lr"]) == lr
         assert 0 <= shown[name]["metrics"]["transfer"]["test_accuracy"] <= 1
-    assert shown["lr-1e-3"]["metrics"]["transfer"] != shown["lr-2e-3"]["metrics"]["transfer"]
+    scores = [(shown[name]["metrics"]["transfer"]["test_loss"], shown[name]["metrics"]["transfer"]["test_accuracy"])
+              for name in grid]
+    assert scores[0] != scores[1]  # each ran with its own lr
     # each ran only what its change touches: scratch's numbers are the baseline's
     baseline = json.loads((root / "metrics/compare.json").read_text())
     assert shown["lr-1e-3"]["metrics"]["scratch"] == baseline["scratch"]
@@ -314,12 +321,14 @@ def test_queued_experiments_run_on_two_workers_and_travel_through_git(repo, tmp_
     sh(root, "dvc", "exp", "push", "origin", "lr-2e-3", env=env)
     sh(tmp_path, "git", "clone", "-q", str(tmp_path / "origin.git"), "other", env=env)
     other = tmp_path / "other"
-    sh(other, "dvc", "remote", "add", "-f", "-d", "exps", str(tmp_path / "dvc-remote"), env=env)
+    # in .dvc/config.local, so that the clone's workspace stays clean for `dvc exp apply`
+    sh(other, "dvc", "remote", "add", "--local", "-f", "-d", "exps", str(tmp_path / "dvc-remote"), env=env)
     sh(other, "dvc", "exp", "pull", "origin", "lr-2e-3", env=env)
     pulled = experiments(json.loads(sh(other, "dvc", "exp", "show", "--json", env=env).stdout))
     assert pulled["lr-2e-3"]["metrics"] == shown["lr-2e-3"]["metrics"]
     sh(other, "dvc", "exp", "apply", "lr-2e-3", env=env)  # the best one into the workspace ...
-    assert yaml.safe_load((other / "params.yaml").read_text())["finetune"]["lr"] == 0.002
+    assert float(yaml.safe_load((other / "params.yaml").read_text())["finetune"]["lr"]) == 0.002
     sh(other, "dvc", "pull", "models/transfer.keras", env=env)  # ... with its model, from the remote
-    assert score(other / "models/transfer.keras", root / "data/mnist.npz", 32)["accuracy"] == \
+    batch = yaml.safe_load((other / "params.yaml").read_text())["base"]["batch_size"]
+    assert score(other / "models/transfer.keras", root / "data/mnist.npz", batch)["accuracy"] == \
         shown["lr-2e-3"]["metrics"]["transfer"]["test_accuracy"]

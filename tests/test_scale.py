@@ -6,6 +6,7 @@ between them, on tiny data: README, "Scaling out".
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -61,8 +62,6 @@ def test_shards_are_disjoint_cover_every_stage_and_are_balanced():
         flat = [stage for shard in shards for stage in shard]
         assert sorted(flat) == sorted(sweep) and len(flat) == len(set(flat)), count  # disjoint, all of them
         assert max(map(len, shards)) - min(map(len, shards)) <= 1, count
-    # the same split on every machine: it depends on the stage list only
-    assert shard_stages(names, 2, 4) == shard_stages(list(names), 2, 4)
     # with 5 shards, shard i takes seed i-1 at every budget, so each shard holds one of each budget's cost
     assert shard_stages(names, 2, 5) == [f"sweep@{b}-1" for b in (100, 300, 1000, 3000, 10000, 60000)]
 
@@ -78,6 +77,22 @@ def test_make_sweep_shard_needs_shard():
     assert result.returncode != 0 and "sweep-shard needs SHARD=i/n" in result.stderr
 
 
+def test_no_output_in_the_dvc_cache_is_also_tracked_by_git():
+    """DVC refuses to save an output git tracks (`dvc repro` fails after training): the sweep's records moved
+    from git to the DVC cache, and must stay out of git."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    cached = []
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            path, options = (out, {}) if isinstance(out, str) else next(iter(out.items()))
+            if (options or {}).get("cache", True):
+                cached.append(re.sub(r"\$\{[^}]+\}", "*", path))  # a matrix stage's outputs: a pattern
+    assert "metrics/sweep/transfer-*-*.json" in cached
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    both = [f for f in tracked for pattern in cached if fnmatch.fnmatch(f, pattern) or f.startswith(f"{pattern}/")]
+    assert not both, f"in git and in the DVC cache: {both[:5]}"
+
+
 # --- the TensorFlow builds -----------------------------------------------------------------------------------
 
 
@@ -91,6 +106,9 @@ def test_tensorflow_extras_resolve_to_exactly_one_build(tmp_path):
              "--report", str(report), f".[{extra}]"],
             cwd=ROOT, capture_output=True, text=True,
         )
+        offline = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable")
+        if result.returncode and any(sign in result.stderr for sign in offline):
+            pytest.skip("the package index is out of reach (this test resolves against it, as `make` installs)")
         assert result.returncode == 0, result.stderr[-2000:]
         found[extra] = {re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower(): item["metadata"]["version"]
                         for item in json.loads(report.read_text())["install"]}

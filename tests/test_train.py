@@ -1,4 +1,5 @@
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -154,7 +155,7 @@ def test_best_weights_restores_the_start_when_the_start_was_best(setup):
 
 
 @pytest.mark.parametrize("message", [
-    # TensorFlow's own wording (its kernels and tests); the last one is this model's frozen BatchNormalization
+    # TensorFlow's own wording (its kernels and tests), alone and inside a graph-execution error
     "{{function_node __wrapped__AdjustContrastv2_device_/job:localhost/replica:0/task:0/device:GPU:0}} A deterministic"
     " GPU implementation of AdjustContrastv2 is not currently available. [Op:AdjustContrastv2] name: ",
     "Graph execution error:\n\nDetected at node mnist_out/x\nA deterministic GPU implementation of fused batch-norm"
@@ -179,9 +180,19 @@ def test_training_devices_names_where_the_weights_live(setup):
     devices = training_devices(model)
     expected = {"GPU:0"} if tf.config.list_physical_devices("GPU") else {"CPU:0"}
     assert set(devices) == expected
-    with tf.device("/CPU:0"):  # placed explicitly: the record follows the weights
-        assert set(training_devices(build_model("mnist", params.model, params.base.image_size))) == {"CPU:0"}
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     cpu = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
     if "CPU:0" in devices and cpu:
         assert devices["CPU:0"] == cpu[0]
+
+
+def test_training_devices_names_a_gpu_by_its_device_name(monkeypatch):
+    """The GPU branch, on a CPU machine: weights placed on GPU:0 are recorded with TensorFlow's name for it."""
+    def variable(device):
+        return SimpleNamespace(value=SimpleNamespace(device=f"/job:localhost/replica:0/task:0/device:{device}"))
+
+    model = SimpleNamespace(weights=[variable("GPU:0"), variable("GPU:0")])
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu0"])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda device: {"device_name": f"NVIDIA A100 ({device})"})
+    assert training_devices(model) == {"GPU:0": "NVIDIA A100 (gpu0)"}

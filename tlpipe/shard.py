@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
                "pull_seconds": pull_seconds, "repro_seconds": repro_seconds, "push_seconds": lap(),
                "seconds": round(clock[-1] - clock[0], 1)}
     print(f"shard {index}/{count}: trained {len(trained)}, restored {len(restored)} of {len(stages)} stages "
-          f"in {summary['seconds']} s; pushed to the DVC remote", flush=True)
+          f"in {summary['seconds']} s (pull {pull_seconds} s, repro {repro_seconds} s, push "
+          f"{summary['push_seconds']} s); pushed to the DVC remote", flush=True)
     return summary
 
 
