@@ -97,6 +97,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", type=int, default=3)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rev", default="HEAD",
+                        help="the commit the clones check out: the one the shards started from, whose dvc.lock does "
+                             "not hold the sweep's results yet (as on machines that never saw them)")
     parser.add_argument("--shards-log", type=Path,
                         help="take the shards from an earlier run's log instead of running them (the run trained "
                              "them and pushed; e.g. its collector failed)")
@@ -122,18 +125,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="shard-") as tmp:
         clone = Path(tmp) / "shard"
         run(["git", "clone", "-q", str(ROOT), str(clone)], Path(tmp))
+        run(["git", "checkout", "-q", args.rev], clone)
         run(["dvc", "remote", "add", "--local", "-f", "-d", "shared", str(remote)], clone)
-        out, seconds = run([sys.executable, "-m", "tlpipe.shard", f"1/{args.shards}"], clone)
-        again = {"shard": f"1/{args.shards}", "seconds": seconds, "stages": shards[0]["stages"],
-                 "trained": re.findall(r"^Running stage '(sweep@[^']+)'", out, re.M),
-                 "restored": re.findall(r"^Stage '(sweep@[^']+)' is cached", out, re.M)}
-        split = re.search(r"\(pull ([\d.]+) s, repro ([\d.]+) s, push ([\d.]+) s\)", out)
-        again |= {"pull_seconds": float(split[1]), "repro_seconds": float(split[2]), "push_seconds": float(split[3])}
+        os.chdir(clone)  # this script's tlpipe.shard, run there (the stages it runs are the clone's own)
+        try:
+            again = sharding.main([f"1/{args.shards}"])
+        finally:
+            os.chdir(ROOT)
 
     _, aggregate_seconds = run(["dvc", "repro", "data_efficiency"], ROOT)  # this repository aggregates too
     with tempfile.TemporaryDirectory(prefix="collector-") as tmp:
         clone = Path(tmp) / "collector"
         run(["git", "clone", "-q", str(ROOT), str(clone)], Path(tmp))
+        run(["git", "checkout", "-q", args.rev], clone)
         run(["dvc", "remote", "add", "--local", "-f", "-d", "shared", str(remote)], clone)
         started = time.perf_counter()
         steps = {}
@@ -158,7 +162,7 @@ def main() -> None:
     fixed = again["pull_seconds"] + again["push_seconds"]  # per machine: a fresh clone's pull and push
     report = {
         "machine": cpu_info()["model"], "date": time.strftime("%Y-%m-%d"),
-        "commit": run(["git", "rev-parse", "--short", "HEAD"], ROOT)[0].strip(),
+        "commit": run(["git", "rev-parse", "--short", args.rev], ROOT)[0].strip(),
         "shards": shards,
         "shard_again_on_a_fresh_clone": again,
         "collector": {"seconds": collector_seconds, "steps": steps, "trained": len(trained), "restored": len(restored),
