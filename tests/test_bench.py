@@ -91,7 +91,8 @@ def fake_processes(runner, monkeypatch, fail: str | None = None) -> list[tuple[s
             ran.append(("reference", phase))
         else:
             assert command[0] == "python" and Path(cwd, "params.yaml").is_file()
-            stage = Path(command[1]).stem
+            # dvc.yaml's cmd: python -m stages.<name> ...
+            stage = command[2].rsplit(".", 1)[-1] if command[1] == "-m" else Path(command[1]).stem
             if stage == "compare":
                 accuracy = {"pretrain": 0.93, "frozen_head": 0.985, "transfer": 0.994, "scratch": 0.995}
                 (Path(cwd) / "metrics").mkdir()
