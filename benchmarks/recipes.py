@@ -4,7 +4,8 @@
 
 Each variant in the YAML file names the stages it runs (as dvc.yaml's commands, in a scratch copy of the
 project with data/ linked in), its `dvc exp run -S`-style overrides, and optionally `reuse`: an earlier
-variant whose models/ it starts from (so a fine-tuning variant need not pretrain again). For every stage it
+variant whose models/ it starts from (so a fine-tuning variant need not pretrain again), or `workspace` for this
+project's own models/. For every stage it
 records the last epoch's validation accuracy and loss, the best validation accuracy, the training seconds and
 seconds per epoch, from the stage's DVCLive logs. The README's "How the defaults were chosen" table is
 rendered from the JSON (`--render`); results already in --out are kept unless re-run.
@@ -33,7 +34,9 @@ def run_variant(variant: dict, work: Path, data: Path, env: dict, done: dict) ->
     if work.exists():
         shutil.rmtree(work)
     copy_project(work, data, variant.get("set", []))
-    if variant.get("reuse"):
+    if variant.get("reuse") == "workspace":  # this project's own models/ (e.g. the committed Fashion weights)
+        shutil.copytree(ROOT / "models", work / "models")
+    elif variant.get("reuse"):
         shutil.copytree(Path(done[variant["reuse"]]["workdir"]) / "models", work / "models")
     commands = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
     out = {"set": variant.get("set", []), "reuse": variant.get("reuse"), "workdir": str(work), "stages": {}}

@@ -35,7 +35,7 @@ def main() -> None:
     report["trainable_params"] = trainable_count(model)
     train_and_save(
         model, data, params.frozen_head, params.base, args.logs, args.weights_out,
-        head_only=params.frozen_head.cache_features,
+        head_only=params.frozen_head.cache_features, batch_size=params.frozen_head.batch_size,
     )
     write_json(args.report_out, report)
 

@@ -58,7 +58,7 @@ def test_repository_params_are_valid(tmp_path):
     assert params.frozen_head.epochs + params.finetune.epochs == params.scratch.epochs
     # fair comparison: scratch trains under the same rules as the transfer run
     assert params.scratch.schedule == params.frozen_head.schedule == params.finetune.schedule
-    assert params.scratch.lr == params.frozen_head.lr
+    assert params.scratch.lr == params.finetune.lr  # the phases that train every layer
 
 
 def test_values_are_typed(params_file):

@@ -196,3 +196,24 @@ def test_training_devices_names_a_gpu_by_its_device_name(monkeypatch):
     monkeypatch.setattr(tf.config.experimental, "get_device_details",
                         lambda device: {"device_name": f"NVIDIA A100 ({device})"})
     assert training_devices(model) == {"GPU:0": "NVIDIA A100 (gpu0)"}
+
+
+@pytest.mark.parametrize("batch_size, steps", [(None, 2), (16, 4)])
+def test_a_phase_batch_size_overrides_the_base_one(setup, tmp_path, monkeypatch, batch_size, steps):
+    """frozen_head.batch_size reaches the fit: 64 training images are 2 steps an epoch at base.batch_size 32, 4 at 16."""
+    params, data, phase = setup
+    assert params.base.batch_size == 32
+    monkeypatch.setattr(train_module, "open_live", lambda logs: NullLiveContext())
+    monkeypatch.setattr(train_module, "log_run", lambda live, seconds, devices: None)
+    model = frozen_model(params)
+    train_module.train_and_save(model, data, phase.model_copy(update={"epochs": 1}), params.base, tmp_path / "logs",
+                                tmp_path / "w.named.h5", batch_size=batch_size)
+    assert int(model.optimizer.iterations) == steps
+
+
+class NullLiveContext:
+    def __enter__(self):
+        return NullLive()
+
+    def __exit__(self, *exc):
+        return False

