@@ -6,6 +6,7 @@ import copy
 import gzip
 import hashlib
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -96,6 +97,22 @@ def tiny_params(digests: dict[str, dict[str, str]]) -> dict:
     params["frozen_head"]["batch_size"] = 16
     params["sweep"].update(budgets=[20, 60], seeds=[0, 1], batch_size=8, steps=4, eval_every=2, val_max=10)
     return params
+
+
+# What a copy of the project needs to run its pipeline (data comes from the mirror, params from tiny_params).
+PROJECT_FILES = ["dvc.yaml", "stages", "tlpipe", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
+
+
+def copy_tiny_project(dest: Path, digests: dict[str, dict[str, str]]) -> None:
+    """Copy the project's code and DVC set-up into `dest` (made if missing), with tiny_params as its params.yaml."""
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dest / name)
+    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(digests)))
 
 
 def run_stage(cwd: Path, stage: str, *args: str, mirror: Path | None = None, **popen) -> subprocess.CompletedProcess:

@@ -151,6 +151,7 @@ def make_report(runner, reference_accuracy=0.99, **change) -> dict:
               "project": {"stages": project, "total_seconds": 140.0},
               "speedup": {"total": 2.86, "frozen_head": 5.0, "per_phase": {}, "train_images_per_second": 1.0},
               "time_ratio_total": 0.35, "order": ["reference pretrain", "project pretrain"], "command": "bench",
+              "reference_reused": False,
               "noop_repro_seconds": 1.9, "peak_rss_mb": 2400}
     for path, value in change.items():
         *parents, leaf = path.split("__")
@@ -204,7 +205,7 @@ def test_committed_report_has_every_key_the_readme_uses():
     for key in ("reference.total_seconds", "project.total_seconds", "speedup.total", "speedup.frozen_head",
                 "speedup.per_phase", "speedup.train_images_per_second", "noop_repro_seconds", "peak_rss_mb",
                 "matmul_gflops", "train_fraction_of_peak", "test_accuracy.reference", "test_accuracy.project",
-                "command", "machine.cores", "machine.flags"):
+                "command", "machine.cores", "machine.flags", "time_ratio_total", "reference_reused"):
         value = report
         for part in key.split("."):
             value = value[part]

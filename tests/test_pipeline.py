@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,9 +18,8 @@ import psutil
 import pytest
 import yaml
 
-from tests.support import ROOT, set_param, tiny_params
+from tests.support import copy_tiny_project, set_param
 
-COPY = ["dvc.yaml", "stages", "tlpipe", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
 WEIGHTS = ["fashion", "frozen_head", "finetune", "scratch"]
 
 
@@ -36,14 +34,7 @@ def sh(cwd: Path, *args: str, env: dict | None = None, check: bool = True) -> su
 def repo(tmp_path_factory, mirror):
     """A repository copy with tiny params, after one full `dvc repro`."""
     root = tmp_path_factory.mktemp("repo")
-    for name in COPY:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, root / name)
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(mirror[1])))
+    copy_tiny_project(root, mirror[1])
     env = os.environ | {
         "DATA_MIRROR": str(mirror[0]),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

@@ -10,7 +10,6 @@ import fnmatch
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT, tiny_params
+from tests.support import ROOT, copy_tiny_project
 from tlpipe.errors import PipelineError
 from tlpipe.shard import parse_shard, shard_stages
 
-COPY = ["dvc.yaml", "stages", "tlpipe", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
 SWEEP = [f"sweep@{budget}-{seed}" for budget in (20, 60) for seed in (0, 1)]  # tiny params: 2 budgets x 2 seeds
 
 
@@ -129,14 +127,7 @@ def origin(tmp_path_factory, mirror):
     (by "the first machine", which committed dvc.lock and pushed its outputs); the env to run DVC with."""
     base = tmp_path_factory.mktemp("scale")
     first = base / "first"
-    for name in COPY:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, first / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (first / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, first / name)
-    (first / "params.yaml").write_text(yaml.safe_dump(tiny_params(mirror[1])))
+    copy_tiny_project(first, mirror[1])
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TLPIPE_DEBUG")} | {
         "DATA_MIRROR": str(mirror[0]),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

@@ -198,17 +198,24 @@ def test_training_devices_names_a_gpu_by_its_device_name(monkeypatch):
     assert training_devices(model) == {"GPU:0": "NVIDIA A100 (gpu0)"}
 
 
+@pytest.mark.parametrize("head_only", [False, True])
 @pytest.mark.parametrize("batch_size, steps", [(None, 2), (16, 4)])
-def test_a_phase_batch_size_overrides_the_base_one(setup, tmp_path, monkeypatch, batch_size, steps):
-    """frozen_head.batch_size reaches the fit: 64 training images are 2 steps an epoch at base.batch_size 32, 4 at 16."""
+def test_a_phase_batch_size_overrides_the_base_one(setup, tmp_path, monkeypatch, batch_size, steps, head_only):
+    """frozen_head.batch_size reaches the fit: 64 images are 2 steps an epoch at base.batch_size 32, 4 at 16,
+    on the images and on the cached features."""
     params, data, phase = setup
     assert params.base.batch_size == 32
     monkeypatch.setattr(train_module, "open_live", lambda logs: NullLiveContext())
     monkeypatch.setattr(train_module, "log_run", lambda live, seconds, devices: None)
+    fitted = []
+    real_fit = train_module.fit
+    monkeypatch.setattr(train_module, "fit", lambda model, *args: fitted.append(model) or real_fit(model, *args))
     model = frozen_model(params)
     train_module.train_and_save(model, data, phase.model_copy(update={"epochs": 1}), params.base, tmp_path / "logs",
-                                tmp_path / "w.named.h5", batch_size=batch_size)
-    assert int(model.optimizer.iterations) == steps
+                                tmp_path / "w.named.h5", head_only=head_only, batch_size=batch_size)
+    (trained,) = fitted  # the model itself, or the head on the cached features
+    assert (trained is model) != head_only
+    assert int(trained.optimizer.iterations) == steps
 
 
 class NullLiveContext:
