@@ -21,6 +21,7 @@ Tables and their sources (paths relative to the repository):
     performance    benchmarks/report.json (benchmarks/run.py's `table`)
     targets        benchmarks/report.json (benchmarks/run.py's `targets`)
     sweep_cost     benchmarks/sweep_cost.json (benchmarks/sweep_cost.py's report)
+    frozen_phase   benchmarks/frozen_phase.json (benchmarks/frozen_phase.py: the frozen phase alone, both sides)
     experiments    benchmarks/experiments/*.json (each a copy of an earlier metrics/compare.json, one column per
                    file, named by its stem) and metrics/compare.json (the column "defaults")
     bn_momentum    benchmarks/sweep_bn_momentum.json (benchmarks/sweep_variant.py's report)
@@ -173,6 +174,17 @@ def render_targets(report: dict) -> str:
     return bench_module("run").targets(report)
 
 
+def render_frozen_phase(report: dict) -> str:
+    """benchmarks/frozen_phase.py's report: each side's seconds per round, median and test accuracy."""
+    lines = ["| side | seconds per round | median seconds | test accuracy |", "|---|---|---:|---:|"]
+    for side, name in (("reference", "reference frozen phase (5 head epochs)"), ("project", "`frozen_head`")):
+        rounds = ", ".join(f"{r[side]['seconds']:.1f}" for r in report["rounds"])
+        lines.append(f"| {name} | {rounds} | {report['median_seconds'][side]:.1f} "
+                     f"| {report['test_accuracy'][side]:.4f} |")
+    lines.append(f"| **speedup** (reference / project, medians) | | {report['speedup']:.2f}x | |")
+    return "\n".join(lines)
+
+
 def render_sweep_cost(cost: dict) -> str:
     """benchmarks/sweep_cost.py's report: one row per version, the ratio on the new one."""
     lines = ["| version | seconds per stage (mean) | seconds per point | ratio new/old |", "|---|---:|---:|---:|"]
@@ -289,6 +301,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "performance": lambda root: render_performance(load_json(root, "benchmarks/report.json")),
     "targets": lambda root: render_targets(load_json(root, "benchmarks/report.json")),
     "sweep_cost": lambda root: render_sweep_cost(load_json(root, "benchmarks/sweep_cost.json")),
+    "frozen_phase": lambda root: render_frozen_phase(load_json(root, "benchmarks/frozen_phase.json")),
     "experiments": lambda root: render_experiments(experiment_columns(root)),
     "bn_momentum": lambda root: render_bn_momentum(load_json(root, "benchmarks/sweep_bn_momentum.json")),
     "times": lambda root: render_times(load_json(root, "benchmarks/repro_times.json")),

@@ -36,7 +36,7 @@ def run_variant(variant: dict, work: Path, data: Path, env: dict, done: dict) ->
     copy_project(work, data, variant.get("set", []))
     if variant.get("reuse") == "workspace":  # this project's own models/ (e.g. the committed Fashion weights)
         if not (ROOT / "models").is_dir():
-            raise SystemExit(f"variant {variant['name']}: reuse: workspace needs {ROOT / 'models'}; run dvc repro first")
+            raise SystemExit(f"variant {variant['name']}: reuse: workspace needs {ROOT / 'models'}; run `dvc repro`")
         shutil.copytree(ROOT / "models", work / "models")
     elif variant.get("reuse"):
         shutil.copytree(Path(done[variant["reuse"]]["workdir"]) / "models", work / "models")

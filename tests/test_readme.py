@@ -124,6 +124,24 @@ def test_sweep_cost_table():
         "| old | 40.0 | 13.33 | |", "| new | 30.0 | 10.00 | 0.750 |"]
 
 
+def test_frozen_phase_table_and_summary():
+    spec = importlib.util.spec_from_file_location("frozen_phase", ROOT / "benchmarks" / "frozen_phase.py")
+    frozen_phase = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frozen_phase)
+    rounds = [{"reference": {"seconds": s_ref, "test_accuracy": 0.9886},
+               "project": {"seconds": s_proj, "test_accuracy": a_proj}}
+              for s_ref, s_proj, a_proj in ((100.0, 30.0, 0.9851), (120.0, 20.0, 0.9853), (90.0, 25.0, 0.9853))]
+    report = frozen_phase.summarize(rounds)
+    # medians of each side, not of the per-round ratios; the last round's accuracies (every round's are equal
+    # on one CPU type: the runs are deterministic)
+    assert report["median_seconds"] == {"reference": 100.0, "project": 25.0} and report["speedup"] == 4.0
+    assert report["test_accuracy"] == {"reference": 0.9886, "project": 0.9853}
+    assert rt.render_frozen_phase(report).splitlines()[2:] == [
+        "| reference frozen phase (5 head epochs) | 100.0, 120.0, 90.0 | 100.0 | 0.9886 |",
+        "| `frozen_head` | 30.0, 20.0, 25.0 | 25.0 | 0.9853 |",
+        "| **speedup** (reference / project, medians) | | 4.00x | |"]
+
+
 def test_scale_out_tables():
     shard = {"shard": "1/2", "stages": ["sweep@100-0", "sweep@300-0"], "trained": ["sweep@100-0"],
              "restored": ["sweep@300-0"], "seconds": 70.25, "pull_seconds": 3.0, "repro_seconds": 60.0,
