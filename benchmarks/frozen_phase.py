@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -23,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` importable when run as a script
-from benchmarks.run import ROOT, prepare_project, reference_command  # noqa: E402
+from benchmarks.run import ROOT, prepare_project, reference_command, stage_env  # noqa: E402
 from tlpipe.bench import cpu_info, timed  # noqa: E402
 from tlpipe.io import write_json  # noqa: E402
 
@@ -66,8 +65,7 @@ def main() -> None:
         if not path.is_file():
             raise SystemExit(f"{path}: missing; run `dvc repro pretrain` first")
     # dvc.yaml's `python` is this interpreter (the venv's), as under `make`
-    env = os.environ | {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
-                        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = stage_env()
     rounds = []
     with tempfile.TemporaryDirectory(prefix="tlpipe-frozen-") as tmp:
         ref_work, proj_work = Path(tmp) / "ref", Path(tmp) / "project"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` importable when run as a script
-from benchmarks.run import ROOT, copy_project
+from benchmarks.run import ROOT, copy_project, stage_env
 from tlpipe.bench import timed
 from tlpipe.io import write_json
 from tlpipe.live import read_curve, read_summary
@@ -86,8 +85,7 @@ def main() -> None:
     if args.render:
         print(render(results))
         return
-    env = os.environ | {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
-                        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = stage_env()
     for variant in yaml.safe_load(args.variants.read_text()):
         if args.only and variant["name"] not in args.only:
             continue

@@ -42,6 +42,14 @@ FULL_MODEL = ("pretrain", "finetune", "scratch")  # phases that train the whole 
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "tlpipe"]
 
 
+def stage_env(pythonpath: Path | None = ROOT) -> dict[str, str]:
+    """The environment for a stage's command: dvc.yaml's `python` and `dvc` are this interpreter's (the venv's),
+    as under `make`, however the script was started; `pythonpath` (unless None) is the tlpipe it imports."""
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2",
+                        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    return env | {"PYTHONPATH": str(pythonpath)} if pythonpath else env
+
+
 def schedule(reuse_reference: bool) -> list[tuple[str, str]]:
     """The timed processes in order, as (side, phase or stage): each reference phase, then the project stage
     that does the same job, so that a slow spell of the machine lands on both sides; `compare` last (timed,
@@ -263,7 +271,7 @@ def main() -> None:
         print(table(report), targets(report), sep="\n\n")
         return
     if args.measure_noop:
-        env = os.environ | {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+        env = stage_env(None)
         report = json.loads(args.measure_noop.read_text())
         report["noop_repro_seconds"] = noop_repro_seconds(env)
         if report["noop_repro_seconds"] is None:
@@ -275,9 +283,7 @@ def main() -> None:
     for npz in ("mnist.npz", "fashion_mnist.npz"):
         if not (args.data / npz).is_file():
             raise SystemExit(f"{args.data / npz}: missing; run `dvc repro download` first")
-    # dvc.yaml's `python` and `dvc` are this interpreter's (the venv's), as under `make`, however run.py was started.
-    env = os.environ | {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
-                        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = stage_env()
     params = load_params(ROOT / "params.yaml")
     flops = {f"{task}_{k}": v for task in ("fashion", "mnist")
              for k, v in training_flops(build_model(task, params.model, params.base.image_size)).items()}

@@ -23,7 +23,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.run import copy_project  # noqa: E402
+from benchmarks.run import copy_project, stage_env  # noqa: E402
 from tlpipe.bench import timed  # noqa: E402
 
 
@@ -52,8 +52,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=ROOT / "models" / "fashion.named.h5")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2",
-                        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = stage_env(None)
     points = [tuple(int(v) for v in p.split("-")) for p in args.points]
     runs = []
     with tempfile.TemporaryDirectory(prefix="tlpipe-sweep-cost-") as tmp:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.run import copy_project  # noqa: E402
+from benchmarks.run import copy_project, stage_env  # noqa: E402
 from tlpipe.bench import timed  # noqa: E402
 from tlpipe.params import SWEEP_RUNS  # noqa: E402
 
@@ -32,8 +32,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, default=ROOT / "metrics" / "sweep")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2",
-                        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = stage_env(None)
     rows = []
     with tempfile.TemporaryDirectory(prefix="tlpipe-sweep-variant-") as tmp:
         work = Path(tmp)
