@@ -367,9 +367,11 @@ def real_digits() -> np.ndarray:
     form that to_mnist must produce, checked against MNIST itself rather than against renderings that went
     through to_mnist (which the tiny model is trained on)."""
     mirror = os.environ.get("DATA_MIRROR")
-    path = Path(mirror or ".") / "mnist" / "train-images-idx3-ubyte.gz"
-    if not mirror or not path.is_file():
-        pytest.skip("needs DATA_MIRROR with mnist/train-images-idx3-ubyte.gz, e.g. DATA_MIRROR=../shared/datasets")
+    if not mirror:
+        pytest.skip("needs DATA_MIRROR (the offline mirror), e.g. DATA_MIRROR=../shared/datasets")
+    path = ROOT / mirror / "mnist" / "train-images-idx3-ubyte.gz"  # relative to the project, as the stages read it
+    if not path.is_file():
+        pytest.fail(f"DATA_MIRROR={mirror}: {path} is missing")
     return parse_idx(gzip.decompress(path.read_bytes()), 3, path.name)[:300]
 
 
