@@ -24,7 +24,10 @@ def main() -> None:
     make_deterministic(params.base.seed, params.base.deterministic)
     data = load_train_val(args.data, params.base)
     model = build_model("fashion", params.model, params.base.image_size)
-    train_and_save(model, data, params.pretrain, params.base, args.logs, args.weights_out)
+    train_and_save(
+        model, data, params.pretrain, params.base, args.logs, args.weights_out,
+        batch_size=params.pretrain.batch_size,
+    )
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ def tiny_params(digests: dict[str, dict[str, str]]) -> dict:
         params[stage]["epochs"] = 2
     params["scratch"]["epochs"] = 4
     params["frozen_head"]["batch_size"] = 16
+    params["pretrain"]["batch_size"] = 16
     params["sweep"].update(budgets=[20, 60], seeds=[0, 1], batch_size=8, steps=4, eval_every=2, val_max=10)
     return params
 

@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -6,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 import tlpipe.train as train_module
-from tests.support import synthetic_arrays
+import stages.pretrain as pretrain_stage
+from tests.support import set_param, synthetic_arrays
 from tlpipe.errors import PipelineError
 from tlpipe.model import build_model
 from tlpipe.params import load_params
@@ -216,6 +218,18 @@ def test_a_phase_batch_size_overrides_the_base_one(setup, tmp_path, monkeypatch,
     (trained,) = fitted  # the model itself, or the head on the cached features
     assert (trained is model) != head_only
     assert int(trained.optimizer.iterations) == steps
+
+
+def test_pretrain_trains_in_batches_of_its_own_batch_size(params_file, monkeypatch):
+    """The pretrain stage hands pretrain.batch_size, not base.batch_size (32 here), to the training loop."""
+    set_param(params_file, "pretrain.batch_size", 16)
+    monkeypatch.chdir(params_file.parent)
+    monkeypatch.setattr(sys, "argv", ["pretrain", "fashion.npz", "w.named.h5", "logs"])
+    monkeypatch.setattr(pretrain_stage, "load_train_val", lambda path, base: None)
+    calls = []
+    monkeypatch.setattr(pretrain_stage, "train_and_save", lambda *args, **kwargs: calls.append(kwargs))
+    pretrain_stage.main()
+    assert calls == [{"batch_size": 16}]
 
 
 class NullLiveContext:

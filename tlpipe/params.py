@@ -118,6 +118,7 @@ class Train(_Section):
 
 
 class Pretrain(Train):
+    batch_size: Count  # pretrain's own (P8); fine-tuning and scratch train in batches of base.batch_size
     flip: bool  # random horizontal flips (Fashion-MNIST's clothes are left-right symmetric; digits are not)
 
 
@@ -127,7 +128,7 @@ class Transfer(_Section):
 
 
 class FrozenHead(Train):
-    batch_size: Count  # the head's own (base.batch_size is every other phase's)
+    batch_size: Count  # the head's own (fine-tuning and scratch train in batches of base.batch_size)
     cache_features: bool
 
     @model_validator(mode="after")
