@@ -221,15 +221,16 @@ def test_a_phase_batch_size_overrides_the_base_one(setup, tmp_path, monkeypatch,
 
 
 def test_pretrain_trains_in_batches_of_its_own_batch_size(params_file, monkeypatch):
-    """The pretrain stage hands pretrain.batch_size, not base.batch_size (32 here), to the training loop."""
-    set_param(params_file, "pretrain.batch_size", 16)
+    """The pretrain stage hands pretrain.batch_size to the training loop: 24 here, a size that neither
+    base.batch_size (32) nor frozen_head.batch_size (16) has."""
+    set_param(params_file, "pretrain.batch_size", 24)
     monkeypatch.chdir(params_file.parent)
     monkeypatch.setattr(sys, "argv", ["pretrain", "fashion.npz", "w.named.h5", "logs"])
     monkeypatch.setattr(pretrain_stage, "load_train_val", lambda path, base: None)
     calls = []
     monkeypatch.setattr(pretrain_stage, "train_and_save", lambda *args, **kwargs: calls.append(kwargs))
     pretrain_stage.main()
-    assert calls == [{"batch_size": 16}]
+    assert calls == [{"batch_size": 24}]
 
 
 class NullLiveContext:
