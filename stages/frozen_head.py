@@ -1,6 +1,7 @@
 """frozen_head: MNIST epochs 1..N. Transfer the Fashion extractor by layer name, freeze it, train the new head.
 
-Reads models/fashion.named.h5, data/mnist.npz and params base.*, model.*, transfer.*, frozen_head.*.
+Reads models/fashion.named.h5, data/mnist.npz and params base.* (all but base.batch_size: frozen_head.batch_size is
+its own), model.*, transfer.*, frozen_head.*.
 Writes models/frozen_head.named.h5, metrics/transfer_report.json (what was copied, skipped, frozen)
 and DVCLive logs in metrics/logs/frozen_head/.
 Run alone: dvc repro frozen_head

@@ -1,6 +1,7 @@
 """pretrain: train the CNN on Fashion-MNIST (validation split held out) and save its weights by layer name.
 
-Reads data/fashion_mnist.npz and params base.*, model.*, pretrain.*.
+Reads data/fashion_mnist.npz and params base.* (all but base.batch_size: pretrain.batch_size is its own), model.*,
+pretrain.*.
 Writes models/fashion.named.h5 and DVCLive logs in metrics/logs/pretrain/.
 Run alone: dvc repro pretrain
 """

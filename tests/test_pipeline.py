@@ -124,6 +124,20 @@ def test_finetune_change_reruns_only_finetune_compare_and_export(repo):
     assert sorted(ran) == ["compare", "export", "finetune"] and ran[0] == "finetune"
 
 
+def test_base_batch_size_is_not_a_param_of_the_phases_with_their_own_batch(repo):
+    """pretrain and frozen_head train in batches of their own; only finetune, scratch and compare read
+    base.batch_size, so only they (and what follows them) are out of date when it changes."""
+    root, env = repo
+    original = (root / "params.yaml").read_text()
+    set_param(root / "params.yaml", "base.batch_size", 24)
+    try:
+        changed = json.loads(sh(root, "dvc", "status", "--json", env=env).stdout)
+    finally:
+        (root / "params.yaml").write_text(original)
+    assert {"finetune", "scratch", "compare"} <= set(changed)
+    assert not {"pretrain", "frozen_head"} & set(changed)
+
+
 def test_stage_killed_mid_training_leaves_nothing_and_next_repro_completes(repo):
     root, env = repo
     original = (root / "params.yaml").read_text()
