@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import tlpipe.train as train_module
 import stages.pretrain as pretrain_stage
+import tlpipe.train as train_module
 from tests.support import set_param, synthetic_arrays
 from tlpipe.errors import PipelineError
 from tlpipe.model import build_model
