@@ -2,6 +2,8 @@
 
 Reads models/fashion.named.h5, data/mnist.npz and params base.* (all but base.batch_size: frozen_head.batch_size is
 its own), model.*, transfer.*, frozen_head.*.
+The frozen extractor runs in the input pipeline with each BatchNormalization folded into its convolution
+(tlpipe.train.fit_head_streamed), or once per image with frozen_head.cache_features.
 Writes models/frozen_head.named.h5, metrics/transfer_report.json (what was copied, skipped, frozen)
 and DVCLive logs in metrics/logs/frozen_head/.
 Run alone: dvc repro frozen_head
@@ -36,7 +38,7 @@ def main() -> None:
     report["trainable_params"] = trainable_count(model)
     train_and_save(
         model, data, params.frozen_head, params.base, args.logs, args.weights_out,
-        head_only=params.frozen_head.cache_features, batch_size=params.frozen_head.batch_size,
+        head="cache" if params.frozen_head.cache_features else "stream", batch_size=params.frozen_head.batch_size,
     )
     write_json(args.report_out, report)
 

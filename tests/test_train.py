@@ -10,7 +10,7 @@ import stages.pretrain as pretrain_stage
 import tlpipe.train as train_module
 from tests.support import set_param, synthetic_arrays
 from tlpipe.errors import PipelineError
-from tlpipe.model import build_model
+from tlpipe.model import build_model, split_at_features
 from tlpipe.params import load_params
 from tlpipe.report import compare_metrics, epochs_to_threshold
 from tlpipe.train import (
@@ -20,6 +20,8 @@ from tlpipe.train import (
     deterministic_kernels,
     fit,
     fit_head_on_features,
+    fit_head_streamed,
+    frozen_extractor,
     make_dataset,
     make_deterministic,
     training_devices,
@@ -67,15 +69,86 @@ def test_cached_features_give_the_same_head_as_full_forward(setup):
     fit(full, data, phase, batch_size, 7, NullLive())
     cached = frozen_model(params)
     fit_head_on_features(cached, data, phase, batch_size, 7, NullLive())
-    # The same computation, up to float rounding (README): bit-identical on an Intel Xeon with AVX-512 (max abs
-    # difference 0 at batch sizes 16, 20, 24); on an AMD EPYC (AVX2) 1 of 3,136 mnist_dense weights differed by
-    # 9.3e-10 (relative 1.7e-7). A wrong cache (other features, other batches) moves weights by ~1e-3 and more.
+    # The same computation, up to float rounding: the cache comes from frozen_extractor (batch norm folded into
+    # the convolutions), the full forward from the layers one by one. A wrong cache (other features, other
+    # batches) moves weights by ~1e-3 and more.
     for name in ("mnist_dense", "mnist_out"):
         for a, b in zip(full.get_layer(name).get_weights(), cached.get_layer(name).get_weights(), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     # and training really moved the head, so the comparison is not vacuous
     untrained = frozen_model(params).get_layer("mnist_out").get_weights()[0]
     assert not np.allclose(untrained, full.get_layer("mnist_out").get_weights()[0])
+
+
+def random_batch_norm_statistics(model, seed=0):
+    """Moving statistics, scales and offsets far from their initial 0 and 1, so folding them is tested."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if layer.name.startswith("bn"):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2.0, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n),
+                               rng.uniform(0.2, 3.0, n)])  # gamma, beta, moving mean, moving variance
+
+
+def test_frozen_extractor_computes_the_extractor_layers(setup):
+    params, data, _ = setup
+    model = frozen_model(params)
+    random_batch_norm_statistics(model)
+    extractor = split_at_features(model)[0]
+    images = data.x_train[:16].reshape(16, 28, 28, 1)
+    layers = extractor(tf.constant(images, tf.float32), training=False).numpy()
+    folded = frozen_extractor(extractor)(images).numpy()
+    assert folded.shape == layers.shape == (16, *extractor.output.shape[1:])
+    assert np.abs(layers).max() > 1  # not all zeros after the ReLUs
+    # Measured: max abs difference ~1e-6 (float rounding); a missed epsilon, mean or offset is off by 1e-3 and more
+    np.testing.assert_allclose(folded, layers, rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_extractor_refuses_a_layer_it_cannot_fold():
+    import keras
+
+    inputs = keras.Input((4, 4, 1))
+    extractor = keras.Model(inputs, keras.layers.Dropout(0.5, name="drop")(inputs))
+    with pytest.raises(ValueError, match="cannot fold layer 'drop' \\(Dropout\\)"):
+        frozen_extractor(extractor)
+
+
+def test_streamed_head_matches_the_full_forward_and_the_cache(setup):
+    params, data, phase = setup
+    phase = phase.model_copy(update={"shift": 0})
+    batch_size = 24  # a partial last batch in training and validation
+    trained = {}
+    for name, train in (("full", fit), ("stream", fit_head_streamed), ("cache", fit_head_on_features)):
+        model = frozen_model(params)
+        train(model, data, phase, batch_size, 7, NullLive())
+        trained[name] = model
+    for name in ("mnist_dense", "mnist_out"):
+        full, stream, cache = (trained[k].get_layer(name).get_weights() for k in ("full", "stream", "cache"))
+        for a, b, c in zip(full, stream, cache, strict=True):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(b, c, rtol=1e-5, atol=1e-6)
+    # the extractor was left as it was
+    untrained = frozen_model(params)
+    for name in ("conv3", "bn3"):
+        for a, b in zip(untrained.get_layer(name).get_weights(), trained["stream"].get_layer(name).get_weights(),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_streamed_fit_trains_a_partly_frozen_extractor_whole(setup):
+    """With trainable extractor layers there is nothing fixed to stream: the model trains as `fit` trains it."""
+    params, data, phase = setup
+    runs = []
+    for train in (fit, fit_head_streamed):
+        make_deterministic(0)
+        model = build_model("mnist", params.model, params.base.image_size)
+        set_trainable(model, ["conv1", "bn1"], False, "transfer.freeze")
+        before = model.get_layer("conv3").get_weights()[0].copy()
+        train(model, data, phase, 16, 7, NullLive())
+        assert not np.allclose(before, model.get_layer("conv3").get_weights()[0])
+        runs.append(model.get_weights())
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_cached_features_need_a_frozen_extractor(setup):
@@ -200,23 +273,24 @@ def test_training_devices_names_a_gpu_by_its_device_name(monkeypatch):
     assert training_devices(model) == {"GPU:0": "NVIDIA A100 (gpu0)"}
 
 
-@pytest.mark.parametrize("head_only", [False, True])
+@pytest.mark.parametrize("head", ["", "stream", "cache"])
 @pytest.mark.parametrize("batch_size, steps", [(None, 2), (16, 4)])
-def test_a_phase_batch_size_overrides_the_base_one(setup, tmp_path, monkeypatch, batch_size, steps, head_only):
+def test_a_phase_batch_size_overrides_the_base_one(setup, tmp_path, monkeypatch, batch_size, steps, head):
     """frozen_head.batch_size reaches the fit: 64 images are 2 steps an epoch at base.batch_size 32, 4 at 16,
-    on the images and on the cached features."""
+    on the images, streamed through the frozen extractor and on the cached features."""
     params, data, phase = setup
     assert params.base.batch_size == 32
     monkeypatch.setattr(train_module, "open_live", lambda logs: NullLiveContext())
     monkeypatch.setattr(train_module, "log_run", lambda live, seconds, devices: None)
     fitted = []
     real_fit = train_module.fit
-    monkeypatch.setattr(train_module, "fit", lambda model, *args: fitted.append(model) or real_fit(model, *args))
+    monkeypatch.setattr(train_module, "fit",
+                        lambda model, *args, **kwargs: fitted.append(model) or real_fit(model, *args, **kwargs))
     model = frozen_model(params)
     train_module.train_and_save(model, data, phase.model_copy(update={"epochs": 1}), params.base, tmp_path / "logs",
-                                tmp_path / "w.named.h5", head_only=head_only, batch_size=batch_size)
-    (trained,) = fitted  # the model itself, or the head on the cached features
-    assert (trained is model) != head_only
+                                tmp_path / "w.named.h5", head=head, batch_size=batch_size)
+    (trained,) = fitted  # the model itself, or the head on the streamed or cached features
+    assert (trained is model) == (head == "")
     assert int(trained.optimizer.iterations) == steps
 
 
