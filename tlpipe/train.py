@@ -230,6 +230,15 @@ def fit(
     return time.perf_counter() - start
 
 
+def _conv(kernel: np.ndarray, bias: np.ndarray, padding: str):
+    k, b = tf.constant(kernel, tf.float32), tf.constant(bias, tf.float32)
+    return lambda x: tf.nn.bias_add(tf.nn.conv2d(x, k, 1, padding), b)
+
+
+def _max_pool(size, strides, padding: str):
+    return lambda x: tf.nn.max_pool2d(x, size, strides, padding)
+
+
 def frozen_extractor(extractor: keras.Model):
     """`extractor` (frozen, BatchNormalization in inference mode) as one fixed TensorFlow function of a batch.
 
@@ -262,16 +271,13 @@ def frozen_extractor(extractor: keras.Model):
                 bias = (bias - bn.moving_mean.numpy()) * scale + (bn.beta.numpy() if bn.center else 0.0)
                 kernel = kernel * scale
                 i += 1
-            padding = config["padding"].upper()
-            ops.append(lambda x, k=tf.constant(kernel, tf.float32), b=tf.constant(bias, tf.float32), p=padding:
-                       tf.nn.bias_add(tf.nn.conv2d(x, k, 1, p), b))
+            ops.append(_conv(kernel, bias, config["padding"].upper()))
         elif isinstance(layer, keras.layers.ReLU) and config["max_value"] is None and not config[
             "negative_slope"
         ] and not config["threshold"]:
             ops.append(tf.nn.relu)
         elif isinstance(layer, keras.layers.MaxPooling2D):
-            ops.append(lambda x, size=config["pool_size"], strides=config["strides"], p=config["padding"].upper():
-                       tf.nn.max_pool2d(x, size, strides, p))
+            ops.append(_max_pool(config["pool_size"], config["strides"], config["padding"].upper()))
         elif isinstance(layer, keras.layers.Flatten):
             ops.append(lambda x: tf.reshape(x, (tf.shape(x)[0], -1)))
         else:
