@@ -155,7 +155,12 @@ def make_dataset(
         batches = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     if extract is not None:
         batches = batches.map(lambda batch, labels: (extract(batch), labels))
-    return batches.prefetch(tf.data.AUTOTUNE)
+    # tf.data's autotuning off: with it on, a fit sometimes returned about 1.9 s after its last step, in the
+    # pipeline's teardown (5 of 10 streamed frozen_head fits on an Intel Xeon; 0 of 10 with it off), and a
+    # scratch epoch ran no faster with it (benchmarks/profiles.md).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def learning_rate(lr: float, schedule: str, total_steps: int, warmup: float = 0.0):
@@ -239,31 +244,29 @@ def _max_pool(size, strides, padding: str):
     return lambda x: tf.nn.max_pool2d(x, size, strides, padding)
 
 
-def frozen_extractor(extractor: keras.Model):
-    """`extractor` (frozen, BatchNormalization in inference mode) as one fixed function of a batch of images.
-
-    Each Conv2D and the BatchNormalization after it are folded into one convolution with a bias (the moving
-    statistics scale the kernel and shift the bias), which TensorFlow's CPU graph optimizer fuses with the
-    ReLU after it into one op, where the layers one by one pass over every activation four times (bias, scale,
-    shift, ReLU): the extractor's forward pass over MNIST's 55,000 training images took 1.95 s folded against
-    2.92 s layer by layer on an Intel Xeon (benchmarks/profiles.md). The same function up to float rounding (a test
-    checks it against the layers). Only the layer types the model builder uses are folded; any other is an error.
-    """
+def _fold(extractor: keras.Model) -> list | None:
+    """The extractor's layers as TensorFlow ops with each BatchNormalization folded into the Conv2D before it, or
+    None when a layer is not one this can fold exactly (frozen, channels-last, of the types the builder uses)."""
     ops = []
     layers_ = [layer for layer in extractor.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if any(layer.trainable and layer.weights for layer in layers_):
+        return None
+    channels_last = all(layer.get_config().get("data_format", "channels_last") == "channels_last" for layer in layers_)
+    if not channels_last:
+        return None
     i = 0
     while i < len(layers_):
         layer = layers_[i]
         config = layer.get_config()
-        if isinstance(layer, keras.layers.Rescaling):
-            ops.append(lambda x, scale=config["scale"], offset=config["offset"]: x * scale + offset)
+        if isinstance(layer, keras.layers.Rescaling) and np.ndim(layer.scale) == np.ndim(layer.offset) == 0:
+            ops.append(_affine(float(layer.scale), float(layer.offset)))
         elif isinstance(layer, keras.layers.Conv2D) and config["activation"] == "linear" and config[
             "strides"
         ] == (1, 1) and config["dilation_rate"] == (1, 1) and config["groups"] == 1:
             kernel = layer.kernel.numpy().astype(np.float64)
             bias = layer.bias.numpy().astype(np.float64) if layer.use_bias else np.zeros(kernel.shape[-1])
             following = layers_[i + 1] if i + 1 < len(layers_) else None
-            if isinstance(following, keras.layers.BatchNormalization):
+            if isinstance(following, keras.layers.BatchNormalization) and following.axis in (-1, 3):
                 bn = following
                 scale = 1.0 / np.sqrt(bn.moving_variance.numpy().astype(np.float64) + bn.epsilon)
                 if bn.scale:
@@ -281,15 +284,37 @@ def frozen_extractor(extractor: keras.Model):
         elif isinstance(layer, keras.layers.Flatten):
             ops.append(lambda x: tf.reshape(x, (tf.shape(x)[0], -1)))
         else:
-            raise ValueError(f"frozen_extractor: cannot fold layer {layer.name!r} ({type(layer).__name__})")
+            return None
         i += 1
+    return ops
+
+
+def _affine(scale: float, offset: float):
+    return lambda x: x * scale + offset
+
+
+def frozen_extractor(extractor: keras.Model):
+    """`extractor` (frozen, BatchNormalization in inference mode) as one fixed function of a batch of images.
+
+    Each Conv2D and the BatchNormalization after it are folded into one convolution with a bias (the moving
+    statistics scale the kernel and shift the bias), which TensorFlow's CPU graph optimizer fuses with the
+    ReLU after it into one op, where the layers one by one pass over every activation four times (bias, scale,
+    shift, ReLU): the extractor's forward pass over MNIST's 55,000 training images took about two thirds of the
+    time folded on an Intel Xeon (benchmarks/profiles.md). The same function up to float rounding (a test
+    checks it against the layers). An extractor with a layer this cannot fold exactly runs as its layers, in
+    inference mode; the function's `folded` says which.
+    """
+    ops = _fold(extractor)
 
     def run(batch: tf.Tensor) -> tf.Tensor:
         x = tf.cast(batch, tf.float32)
+        if ops is None:
+            return extractor(x, training=False)
         for op in ops:
             x = op(x)
         return x
 
+    run.folded = ops is not None
     return run  # traced where it is used: inline in an input pipeline's map (faster than a nested tf.function)
 
 
@@ -310,8 +335,8 @@ def cache_features(
 ) -> tuple[keras.Model, Data]:
     """Split `model` at its features; return (head, `data` with images replaced by the extractor's outputs).
 
-    Exact when the extractor is frozen with BatchNormalization in inference mode: the extractor is then a
-    fixed function (frozen_extractor), so running it every step would recompute the same features. The head
+    When the extractor is frozen with BatchNormalization in inference mode it is a fixed function
+    (frozen_extractor), so running it every step would recompute the same features (up to float rounding). The head
     shares the model's layers, so training it trains `model`. `key` names the setting that asked for the cache,
     `fix` what the user can do when the extractor is not frozen.
     """
@@ -319,8 +344,8 @@ def cache_features(
     run = tf.function(extract, reduce_retracing=True)
 
     # The images in order, sliced from NumPy: no shuffle, gather or input-pipeline threads competing with the
-    # convolutions for the CPU (on a 2-core AMD EPYC: 9.8-10.5 s for MNIST's 55,000 training images against
-    # 11.0-12.0 s from make_dataset's batches, and bit-identical).
+    # convolutions for the CPU (measured with the layers one by one, before frozen_extractor, on a 2-core AMD
+    # EPYC: 9.8-10.5 s for MNIST's 55,000 training images against 11.0-12.0 s from make_dataset's batches).
     def features(x: np.ndarray) -> np.ndarray:
         out = np.empty((len(x), *head.input.shape[1:]), np.float32)  # filled in place: no 2x peak
         images = x.reshape(len(x), *model.input.shape[1:])
@@ -358,7 +383,8 @@ def fit_head_streamed(
     this one. With a partly trainable extractor this is `fit(model, ...)`.
     """
     extractor, head = split_at_features(model)
-    if extractor.trainable_weights:
+    # A GPU runs the extractor inside each step; functions in an input pipeline would run it on the CPU.
+    if extractor.trainable_weights or tf.config.list_physical_devices("GPU"):
         return fit(model, data, phase, batch_size, seed, live, first_epoch)
     return fit(head, data, phase, batch_size, seed, live, first_epoch, extract=frozen_extractor(extractor))
 
