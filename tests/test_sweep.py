@@ -161,6 +161,26 @@ def test_points_in_one_process_match_points_alone(tmp_path, params_file, data_di
         assert a == b, run
 
 
+def test_trainer_gives_each_run_a_new_optimizer_and_schedule(params_file):
+    """One compiled model serves runs of different lengths: Adam restarts at step 0 and the cosine spans each run."""
+    from tests.support import synthetic_arrays
+    from tlpipe.model import build_model
+    from tlpipe.points import Trainer
+    from tlpipe.train import Data, make_deterministic
+
+    params = load_params(params_file)
+    arrays = synthetic_arrays(48, 1, seed=0)
+    data = Data(arrays["x_train"][:32], arrays["y_train"][:32], arrays["x_train"][32:], arrays["y_train"][32:])
+    make_deterministic(0)
+    trainer = Trainer(build_model("mnist", params.model, params.base.image_size), 0.01, "cosine", eval_every=2)
+    optimizer = trainer.model.optimizer
+    for steps in (4, 8):
+        trainer.train(data, steps, 16, seed=0)
+        assert int(optimizer.iterations) == steps  # from 0 again, not on from the last run
+        optimizer.iterations.assign(steps // 2)
+        assert float(optimizer.learning_rate) == pytest.approx(0.005)  # half way down this run's cosine
+
+
 def test_one_seed_gives_means_without_intervals(tmp_path, params_file, monkeypatch):
     """`sweep.seeds: [0]` is valid: means only, no std or interval, said in the JSON, the CSV and the PNG."""
     import matplotlib.axes

@@ -13,8 +13,8 @@ from tlpipe.errors import PipelineError
 from tlpipe.model import build_model, split_at_features
 from tlpipe.params import load_params
 from tlpipe.report import compare_metrics, epochs_to_threshold
+from tlpipe.points import BestWeights
 from tlpipe.train import (
-    BestWeights,
     Data,
     compile_model,
     deterministic_kernels,

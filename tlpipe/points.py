@@ -8,11 +8,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import keras
+import numpy as np
+
 from tlpipe.errors import PipelineError
-from tlpipe.model import build_model, split_at_features
+from tlpipe.model import build_model
 from tlpipe.params import SWEEP_RUNS, Params
 from tlpipe.sweep import budget_rule, split_budget, split_steps
-from tlpipe.train import Data, cache_features, evaluate, make_deterministic, train_steps, training_devices
+from tlpipe.train import (
+    Data,
+    cache_features,
+    deterministic_kernels,
+    evaluate,
+    make_dataset,
+    make_deterministic,
+    training_devices,
+)
 from tlpipe.transfer import set_trainable, transfer_by_name
 
 
@@ -21,9 +32,10 @@ def run_points(
 ) -> list[dict]:
     """Train the sweep points (run, `budget`, `seed`) for each of `runs` in this process; return their records.
 
-    Each point starts from `make_deterministic(seed)` and a fresh model, so its record is the one it would get
-    alone. What the points share is computed once: the budget's split and, for transfer and frozen, the frozen
-    extractor's features (the same transferred weights, so the same features).
+    Each point starts from `make_deterministic(seed)` and a freshly built model's variables, so its record is the
+    one it would get alone. What the points share is computed once: the budget's split, for transfer and frozen
+    the frozen extractor's features (the same transferred weights, so the same features), and the compiled
+    models with their traced functions (Trainer).
     """
     unknown = [run for run in runs if run not in SWEEP_RUNS]
     if unknown:
@@ -55,31 +67,113 @@ def run_points(
     return records
 
 
+class Trainer:
+    """A model compiled once and trained by every point of a stage, so its functions are traced once.
+
+    Keras traces a model's train, test and predict functions on their first use, about 1.7 s per run of the
+    budget rule's steps (benchmarks/profiles.md); a new model or a new `compile` traces them again. Here a run
+    gets its own starting state instead: `load` copies every variable of a freshly built model into this one
+    (weights, BatchNorm statistics, the dropout's seed state), each `train` zeroes Adam's slots and step count,
+    and the cosine schedule's length is a variable. `eval_every` steps run per call into the graph (steps_per_execution).
+    """
+
+    def __init__(self, model: keras.Model, lr: float, schedule: str, eval_every: int):
+        self.model, self.eval_every = model, eval_every
+        self.decay_steps = keras.Variable(1.0, trainable=False, name="decay_steps")
+        learning_rate = keras.optimizers.schedules.CosineDecay(lr, self.decay_steps) if schedule == "cosine" else lr
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], steps_per_execution=eval_every)
+
+    def load(self, fresh: keras.Model) -> None:
+        """Start a run from `fresh`'s variables (a model of the same architecture, built for the run)."""
+        for mine, theirs in zip(self.model.variables, fresh.variables, strict=True):
+            mine.assign(theirs)
+
+    def train(self, data: Data, steps: int, batch_size: int, seed: int) -> dict:
+        """Train for `steps` optimizer steps (a multiple of eval_every), validating every eval_every steps.
+
+        Model selection on the validation split only: the model ends with the weights of the best validation
+        accuracy seen, the starting weights included. Returns that accuracy and its step.
+        """
+        if steps % self.eval_every:
+            raise ValueError(f"steps={steps} is not a multiple of eval_every={self.eval_every}")
+        for slot in self.model.optimizer.variables:  # a new optimizer, as a new compile would make
+            slot.assign(np.zeros(slot.shape, slot.dtype))
+        self.decay_steps.assign(float(steps))
+        val = make_dataset(data.x_val, data.y_val, batch_size)
+        start = float(self.model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
+        best = BestWeights(start, self.eval_every)
+        with deterministic_kernels():
+            self.model.fit(
+                make_dataset(data.x_train, data.y_train, batch_size, shuffle_seed=seed, repeat=True),
+                validation_data=val,
+                epochs=steps // self.eval_every,
+                steps_per_epoch=self.eval_every,
+                callbacks=[best],
+                verbose=0,
+            )
+        return {"val_accuracy": round(best.best_accuracy, 6), "best_step": best.best_step}
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Remember the weights with the best validation accuracy (ties: the later one) and restore them at the end.
+
+    The starting weights are a candidate too, with `start_accuracy`.
+    """
+
+    def __init__(self, start_accuracy: float, steps_per_round: int):
+        super().__init__()
+        self.steps_per_round = steps_per_round
+        self.best_accuracy = start_accuracy
+        self.best_step = 0
+        self.best_weights = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.best_weights = self.model.get_weights()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        accuracy = float(logs["val_accuracy"])
+        if accuracy >= self.best_accuracy:
+            self.best_accuracy, self.best_step = accuracy, (epoch + 1) * self.steps_per_round
+            self.best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.model.set_weights(self.best_weights)
+
+
 def _train_point(run: str, data, batch: int, steps: int, seed: int, params: Params, source_weights: Path | None,
-                 shared: dict, record: dict):
-    """One point's training (see run_points); fills `record` and returns the trained model."""
+                 shared: dict, record: dict) -> keras.Model:
+    """One point's training (see run_points); fills `record` and returns the trained model.
+
+    `shared` keeps the stage's Trainers: "model" (the whole model: scratch, transfer's fine-tuning) and "head"
+    (the head on the cached features: frozen, transfer's first part), made by the first point that needs them.
+    """
     cfg = params.sweep
     make_deterministic(seed, params.base.deterministic)
     arch = params.model.model_copy(update={"bn_momentum": cfg.bn_momentum})
-    model = build_model("mnist", arch, params.base.image_size)
+    fresh = build_model("mnist", arch, params.base.image_size)
+    if run != "scratch":
+        transfer_by_name(fresh, source_weights, params.transfer.layers)
+    if "model" not in shared:
+        shared["model"] = Trainer(fresh, cfg.lr, cfg.schedule, cfg.eval_every)
+    whole = shared["model"]
+    whole.load(fresh)
     if run == "scratch":
-        record["selected"] = train_steps(model, data, steps, cfg.lr, cfg.schedule, batch, seed, cfg.eval_every)
-        return model
-    transfer_by_name(model, source_weights, params.transfer.layers)
-    set_trainable(model, params.transfer.freeze, False, "transfer.freeze")
+        record["selected"] = whole.train(data, steps, batch, seed)
+        return whole.model
     head_steps, finetune_steps = (steps, 0) if run == "frozen" else split_steps(steps, cfg)
     record["head_steps"] = head_steps
-    if "features" in shared:
-        head = split_at_features(model)[1]
-    else:
+    if "features" not in shared:
         started = time.perf_counter()
-        head, shared["features"] = cache_features(model, data, batch, "the sweep's frozen phase")
+        # frozen for the features only: the whole model stays trainable, as its train function was traced
+        set_trainable(whole.model, params.transfer.freeze, False, "transfer.freeze")
+        head, shared["features"] = cache_features(whole.model, data, batch, "the sweep's frozen phase")
+        set_trainable(whole.model, params.transfer.freeze, True, "transfer.freeze")
+        shared["head"] = Trainer(head, cfg.head_lr, cfg.schedule, cfg.eval_every)
         shared["seconds"] += time.perf_counter() - started
-    record["selected"] = train_steps(
-        head, shared["features"], head_steps, cfg.head_lr, cfg.schedule, batch, seed, cfg.eval_every
-    )
+    # the head's variables are the whole model's layers', loaded above
+    record["selected"] = shared["head"].train(shared["features"], head_steps, batch, seed)
     if finetune_steps:
-        set_trainable(model, params.transfer.freeze, True, "transfer.freeze")
-        record["selected"] = train_steps(model, data, finetune_steps, cfg.lr, cfg.schedule, batch, seed, cfg.eval_every)
+        record["selected"] = whole.train(data, finetune_steps, batch, seed)
         record["selected"]["best_step"] += head_steps
-    return model
+    return whole.model

@@ -389,58 +389,6 @@ def fit_head_streamed(
     return fit(head, data, phase, batch_size, seed, live, first_epoch, extract=frozen_extractor(extractor))
 
 
-class BestWeights(keras.callbacks.Callback):
-    """Remember the weights with the best validation accuracy (ties: the later one) and restore them at the end.
-
-    The starting weights are a candidate too, with `start_accuracy`.
-    """
-
-    def __init__(self, start_accuracy: float, steps_per_round: int):
-        super().__init__()
-        self.steps_per_round = steps_per_round
-        self.best_accuracy = start_accuracy
-        self.best_step = 0
-        self.best_weights = None
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.best_weights = self.model.get_weights()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        accuracy = float(logs["val_accuracy"])
-        if accuracy >= self.best_accuracy:
-            self.best_accuracy, self.best_step = accuracy, (epoch + 1) * self.steps_per_round
-            self.best_weights = self.model.get_weights()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.model.set_weights(self.best_weights)
-
-
-def train_steps(
-    model: keras.Model, data: Data, steps: int, lr: float, schedule: str, batch_size: int, seed: int, eval_every: int
-) -> dict:
-    """Train for `steps` optimizer steps (a multiple of `eval_every`), validating every `eval_every` steps.
-
-    Model selection on the validation split only: `model` ends with the weights of the best validation
-    accuracy seen, the starting weights included. Returns that accuracy and its step.
-    """
-    if steps % eval_every:
-        raise ValueError(f"steps={steps} is not a multiple of eval_every={eval_every}")
-    compile_model(model, lr, schedule, steps)
-    val = make_dataset(data.x_val, data.y_val, batch_size)
-    start = float(model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
-    best = BestWeights(start, eval_every)
-    with deterministic_kernels():
-        model.fit(
-            make_dataset(data.x_train, data.y_train, batch_size, shuffle_seed=seed, repeat=True),
-            validation_data=val,
-            epochs=steps // eval_every,
-            steps_per_epoch=eval_every,
-            callbacks=[best],
-            verbose=0,
-        )
-    return {"val_accuracy": round(best.best_accuracy, 6), "best_step": best.best_step}
-
-
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
     """Test accuracy, mean cross-entropy and per-image predictions of `model` on (x, y), in one pass."""
     with deterministic_kernels():
