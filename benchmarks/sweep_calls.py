@@ -1,0 +1,53 @@
+"""Seconds of each training call and test pass of one sweep stage, in one process, in the order they run.
+
+    python benchmarks/sweep_calls.py --budget 100 --seed 0 --runs transfer frozen scratch scratch
+
+Runs `tlpipe.points.run_points` as `sweep@<budget>-<seed>` does (a run may be listed twice: its second time
+shows what a call costs once the stage's functions are traced) and prints, per call, the model trained
+(`mnist_cnn` the whole model, `head` the head on the cached features), its steps and its wall seconds, then each
+test pass. Prints only: the numbers quoted in `benchmarks/profiles.md` are this script's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import tlpipe.points as points  # noqa: E402
+from tlpipe.data import load_npz  # noqa: E402
+from tlpipe.params import SWEEP_RUNS, load_params  # noqa: E402
+
+
+def timed(name: str, function):
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            print(f"{name(*args):<24} {time.perf_counter() - started:6.2f} s", flush=True)
+
+    return wrapper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", nargs="+", choices=SWEEP_RUNS, default=list(SWEEP_RUNS))
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "mnist.npz")
+    parser.add_argument("--weights", type=Path, default=ROOT / "models" / "fashion.named.h5")
+    args = parser.parse_args()
+    points.Trainer.train = timed(lambda trainer, data, steps, *_: f"train {trainer.model.name} {steps} steps",
+                                 points.Trainer.train)
+    points.evaluate = timed(lambda *_: "test pass", points.evaluate)
+    started = time.perf_counter()
+    points.run_points(args.runs, args.budget, args.seed, load_params(), load_npz(args.data), args.weights)
+    print(f"{'run_points':<24} {time.perf_counter() - started:6.2f} s")
+
+
+if __name__ == "__main__":
+    main()
