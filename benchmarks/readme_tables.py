@@ -187,11 +187,14 @@ def render_frozen_phase(report: dict) -> str:
 
 def render_sweep_cost(cost: dict) -> str:
     """benchmarks/sweep_cost.py's report: one row per version, the ratio on the new one."""
-    lines = ["| version | seconds per stage (mean) | seconds per point | ratio new/old |", "|---|---:|---:|---:|"]
+    lines = ["| version | processes per seed | seconds per seed (mean over rounds) | seconds per point "
+             "| ratio new/old |", "|---|---:|---:|---:|---:|"]
     for side in ("old", "new"):
-        seconds = [r["seconds"] for r in cost["runs"] if r["side"] == side]
+        runs = [r for r in cost["runs"] if r["side"] == side]
+        seconds = sum(r["seconds"] for r in runs) / len(runs)
         ratio = f"{cost['new_over_old']:.3f}" if side == "new" else ""
-        lines.append(row([side, f"{sum(seconds) / len(seconds):.1f}", f"{cost['seconds_per_point'][side]:.2f}", ratio]))
+        lines.append(row([side, str(runs[0]["processes"]), f"{seconds:.1f}", f"{cost['seconds_per_point'][side]:.2f}",
+                          ratio]))
     return "\n".join(lines)
 
 

@@ -46,12 +46,12 @@ def pushed_bytes(root: Path, stages: list[str]) -> int:
     entries (the files under .dvc/cache/runs whose cmd is one of theirs)."""
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     records = sum(out["size"] for stage in stages for out in lock[stage]["outs"])
-    wanted = {tuple(stage.removeprefix("sweep@").split("-")) for stage in stages}
+    wanted = {stage.removeprefix("sweep@") for stage in stages}  # the seeds
     entries = 0
     for entry in (root / ".dvc/cache/runs").rglob("*"):
         if entry.is_file():
-            found = re.search(r"--budget (\d+) --seed (\d+)", yaml.safe_load(entry.read_text()).get("cmd", ""))
-            if found and found.groups() in wanted:
+            found = re.search(r"--seed (\d+)", yaml.safe_load(entry.read_text()).get("cmd", ""))
+            if found and found[1] in wanted:
                 entries += entry.stat().st_size
     return records + entries
 
@@ -80,10 +80,11 @@ def run(command: list[str], cwd: Path) -> tuple[str, float]:
 
 
 def point_seconds(root: Path, stage: str) -> float:
-    """The summed `seconds` of a sweep stage's three records (training and test evaluation, no process start)."""
-    budget, seed = stage.removeprefix("sweep@").split("-")
-    return sum(json.loads((root / "metrics/sweep" / f"{run}-{budget}-{seed}.json").read_text())["seconds"]
-               for run in ("transfer", "frozen", "scratch"))
+    """The summed `seconds` of a sweep stage's records, a seed's points (training and test evaluation, no process
+    start)."""
+    seed = stage.removeprefix("sweep@")
+    records = (root / "metrics/sweep" / f"seed-{seed}").glob("*.json")
+    return sum(json.loads(path.read_text())["seconds"] for path in records)
 
 
 def estimate(stages: list[str], own: dict[str, float], overhead: float, fixed: float, collector: float,
@@ -116,7 +117,8 @@ def main() -> None:
         shards.append(sharding.main([f"{index}/{args.shards}"]))
         args.out.write_text(json.dumps({"shards": shards}, indent=2) + "\n")  # kept if a later step fails
     for summary in shards:
-        points = 3 * len(summary["stages"])
+        points = sum(len(list((ROOT / "metrics/sweep" / f"seed-{stage.removeprefix('sweep@')}").glob("*.json")))
+                     for stage in summary["stages"])  # a stage is a seed: its points at every budget
         pushed = pushed_bytes(ROOT, summary["stages"])
         summary |= {"points": points, "bytes_pushed": pushed, "bytes_per_point": round(pushed / points)}
 

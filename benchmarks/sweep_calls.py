@@ -1,9 +1,9 @@
-"""Seconds of each training call and test pass of one sweep stage, in one process, in the order they run.
+"""Seconds of each training call and test pass of sweep points, in one process, in the order they run.
 
-    python benchmarks/sweep_calls.py --budget 100 --seed 0 --runs transfer frozen scratch scratch
+    python benchmarks/sweep_calls.py --budgets 100 --seed 0 --runs transfer frozen scratch scratch
 
-Runs `tlpipe.points.run_points` as `sweep@<budget>-<seed>` does (a run may be listed twice: its second time
-shows what a call costs once the stage's functions are traced) and prints, per call, the model trained
+Runs `tlpipe.points.run_points` as `sweep@<seed>` does, on the budgets given (a run may be listed twice: its
+second time shows what a call costs once the stage's functions are traced) and prints, per call, the model trained
 (`mnist_cnn` the whole model, `head` the head on the cached features), its steps and its wall seconds, then each
 test pass. Prints only: the numbers quoted in `benchmarks/profiles.md` are this script's output.
 """
@@ -35,7 +35,7 @@ def timed(name: str, function):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=int, required=True)
+    parser.add_argument("--budgets", type=int, nargs="+", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", nargs="+", choices=SWEEP_RUNS, default=list(SWEEP_RUNS))
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "mnist.npz")
@@ -45,7 +45,7 @@ def main() -> None:
                                  points.Trainer.train)
     points.evaluate = timed(lambda *_: "test pass", points.evaluate)
     started = time.perf_counter()
-    points.run_points(args.runs, args.budget, args.seed, load_params(), load_npz(args.data), args.weights)
+    points.run_points(args.runs, args.budgets, args.seed, load_params(), load_npz(args.data), args.weights)
     print(f"{'run_points':<24} {time.perf_counter() - started:6.2f} s")
 
 

@@ -1,12 +1,14 @@
-"""Side-by-side cost of sweep stages under two versions of the project (e.g. the last commit and the work tree).
+"""Side-by-side cost of sweep points under two versions of the project (e.g. the last commit and the work tree).
 
     python benchmarks/sweep_cost.py --old /tmp/old --new . --points 100-0 1000-0 60000-0 --rounds 2 \
         --out benchmarks/sweep_cost.json
 
-Each version is a project folder with dvc.yaml, params.yaml, stages/ and tlpipe/. For every round and point,
-the old version's `sweep@<budget>-<seed>` command(s) run, then the new one's (alternated, so a slow spell of
-the machine hits both), each in a scratch copy with data/ and the Fashion weights linked in, timed from
-process start to exit. Reports seconds per stage and per point, and the new/old ratio.
+Each version is a project folder with dvc.yaml, params.yaml, stages/ and tlpipe/. For every round and seed,
+the old version's sweep command(s) for that seed's points run, then the new one's (alternated, so a slow spell
+of the machine hits both), each in a scratch copy with data/ and the Fashion weights linked in, timed from
+process start to exit. A version whose stage is one (budget, seed) (`${item.budget}` in its command) runs once
+per point; one whose stage is a seed runs once per seed, given the points' budgets (`--budgets`). Reports the
+seconds of each (round, side, seed), seconds per point, and the new/old ratio.
 """
 
 from __future__ import annotations
@@ -37,9 +39,16 @@ def prepare(project: Path, work: Path, data: Path, weights: Path) -> list[str] |
     return template
 
 
-def commands(template: list[str] | str, budget: int, seed: int) -> list[list[str]]:
+def commands(template: list[str] | str, budgets: list[int], seed: int) -> list[list[str]]:
+    """The commands that compute `budgets` x `seed` under a version's stage command (see the module's doc)."""
     cmds = template if isinstance(template, list) else [template]
-    return [shlex.split(c.replace("${item.budget}", str(budget)).replace("${item.seed}", str(seed))) for c in cmds]
+    per_point = any("${item.budget}" in c for c in cmds)
+    out = []
+    for budget in budgets if per_point else [None]:
+        for c in cmds:
+            words = shlex.split(c.replace("${item.budget}", str(budget)).replace("${item.seed}", str(seed)))
+            out.append(words if per_point else [*words, "--budgets", *map(str, budgets)])
+    return out
 
 
 def main() -> None:
@@ -54,6 +63,9 @@ def main() -> None:
     args = parser.parse_args()
     env = stage_env(None)
     points = [tuple(int(v) for v in p.split("-")) for p in args.points]
+    seeds: dict[int, list[int]] = {}  # seed -> its budgets, in the order given
+    for budget, seed in points:
+        seeds.setdefault(seed, []).append(budget)
     runs = []
     with tempfile.TemporaryDirectory(prefix="tlpipe-sweep-cost-") as tmp:
         works = {side: Path(tmp) / side for side in ("old", "new")}
@@ -61,16 +73,17 @@ def main() -> None:
         for side, project in (("old", args.old), ("new", args.new)):
             templates[side] = prepare(project, works[side], args.data, args.weights)
         for round_ in range(args.rounds):
-            for budget, seed in points:
+            for seed in seeds:
                 for side in ("old", "new"):
                     env_side = env | {"PYTHONPATH": str(works[side])}
                     seconds = 0.0
-                    for cmd in commands(templates[side], budget, seed):
+                    for cmd in commands(templates[side], seeds[seed], seed):
                         result = timed(cmd, cwd=str(works[side]), env=env_side)
                         if result["returncode"]:
-                            raise SystemExit(f"{side} sweep@{budget}-{seed} failed: {shlex.join(cmd)}")
+                            raise SystemExit(f"{side} seed {seed} failed: {shlex.join(cmd)}")
                         seconds += result["seconds"]
-                    runs.append({"round": round_, "side": side, "stage": f"sweep@{budget}-{seed}",
+                    runs.append({"round": round_, "side": side, "seed": seed, "budgets": seeds[seed],
+                                 "processes": len(commands(templates[side], seeds[seed], seed)),
                                  "seconds": round(seconds, 2)})
                     print(runs[-1], flush=True)
     total = {side: sum(r["seconds"] for r in runs if r["side"] == side) for side in ("old", "new")}

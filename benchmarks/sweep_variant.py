@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.run import copy_project, stage_env  # noqa: E402
 from tlpipe.bench import timed  # noqa: E402
 from tlpipe.params import SWEEP_RUNS  # noqa: E402
+from tlpipe.sweep import point_path  # noqa: E402
 
 
 def main() -> None:
@@ -41,14 +42,14 @@ def main() -> None:
         os.symlink((ROOT / "models" / "fashion.named.h5").resolve(), work / "models" / "fashion.named.h5")
         for point in args.points:
             budget, seed = point.split("-")
-            cmd = [sys.executable, "stages/sweep_point.py", "--budget", budget, "--seed", seed,
+            cmd = [sys.executable, "stages/sweep_point.py", "--budgets", budget, "--seed", seed,
                    "--data", "data/mnist.npz", "--source-weights", "models/fashion.named.h5", "--out-dir", "points"]
             if timed(cmd, cwd=str(work), env=env | {"PYTHONPATH": str(work)})["returncode"]:
                 raise SystemExit(f"point {point} failed")
             for run in SWEEP_RUNS:
                 name = f"{run}-{budget}-{seed}.json"
                 variant = json.loads((work / "points" / name).read_text())
-                base = json.loads((args.baseline / name).read_text())
+                base = json.loads(point_path(args.baseline, run, int(budget), int(seed)).read_text())
                 rows.append({"run": run, "budget": int(budget), "seed": int(seed),
                              "baseline_val_accuracy": base["selected"]["val_accuracy"],
                              "variant_val_accuracy": variant["selected"]["val_accuracy"], "variant_record": variant})

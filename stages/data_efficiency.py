@@ -1,6 +1,6 @@
 """data_efficiency: aggregate the sweep's points into mean, std and 95 % intervals per run and label budget.
 
-Reads every metrics/sweep/<run>-<budget>-<seed>.json that params sweep.budgets x sweep.seeds calls for.
+Reads every metrics/sweep/seed-<seed>/<run>-<budget>-<seed>.json that params sweep.budgets x sweep.seeds call for.
 Writes metrics/data_efficiency.json (DVC metrics), and in the plots folder accuracy.csv (the DVC plot with
 error bars) and accuracy.png.
 Run alone: dvc repro data_efficiency
@@ -14,7 +14,7 @@ from tlpipe.cli import run
 from tlpipe.errors import PipelineError
 from tlpipe.io import to_csv, write_json, write_text
 from tlpipe.params import SWEEP_RUNS, load_params
-from tlpipe.sweep import aggregate, plot_png, plot_rows, point_name
+from tlpipe.sweep import aggregate, plot_png, plot_rows, point_path
 
 
 def read_record(path: Path) -> dict:
@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_params().sweep
     records = [
-        read_record(args.points / f"{point_name(r, b, s)}.json")
+        read_record(point_path(args.points, r, b, s))
         for r in SWEEP_RUNS
         for b in cfg.budgets
         for s in cfg.seeds

@@ -1,11 +1,11 @@
-"""sweep_point: the points of the label-budget sweep for one budget of MNIST labels and one seed.
+"""sweep_point: the points of the label-budget sweep for one seed, at every budget of MNIST labels.
 
 Reads data/mnist.npz, models/fashion.named.h5 (transfer and frozen runs) and params base.image_size,
-model.*, transfer.*, sweep.* (except the lists of budgets and seeds, so adding a seed re-runs only new points).
-Writes one JSON record per run (sizes, budget rule, the validation-selected step, the test accuracy) as
-<out-dir>/<run>-<budget>-<seed>.json. The runs share one process, the budget's split and the frozen
-extractor's features; each still starts from its own seeded initialisation, so its record is the one it gets alone.
-dvc.yaml runs it once per stage sweep@<budget>-<seed>, e.g. dvc repro sweep@100-0  (names: dvc stage list)
+base.deterministic, model.*, transfer.*, sweep.* (except the list of seeds, so adding a seed runs only its stage).
+Writes one JSON record per point (sizes, budget rule, the validation-selected step, the test accuracy) as
+<out-dir>/<run>-<budget>-<seed>.json. The points share one process, the frozen extractor's features and the
+compiled models; each still starts from its own seeded initialisation, so its record is the one it gets alone.
+dvc.yaml runs it once per stage sweep@<seed>, e.g. dvc repro sweep@0  (names: dvc stage list)
 """
 
 import argparse
@@ -22,7 +22,7 @@ from tlpipe.sweep import point_name
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", choices=SWEEP_RUNS, nargs="+", default=list(SWEEP_RUNS))
-    parser.add_argument("--budget", type=int, required=True)
+    parser.add_argument("--budgets", type=int, nargs="+", help="default: params sweep.budgets")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--source-weights", type=Path, help="Fashion weights (transfer and frozen runs)")
@@ -31,10 +31,11 @@ def main() -> None:
     if set(args.runs) - {"scratch"} and args.source_weights is None:
         parser.error("the transfer and frozen runs need --source-weights")
     params = load_params()
-    records = run_points(args.runs, args.budget, args.seed, params, load_npz(args.data), args.source_weights)
+    budgets = args.budgets or params.sweep.budgets
+    records = run_points(args.runs, budgets, args.seed, params, load_npz(args.data), args.source_weights)
     # Written only once every point is done, so a failure leaves none of this stage's records behind.
     for record in records:
-        out = args.out_dir / f"{point_name(record['run'], args.budget, args.seed)}.json"
+        out = args.out_dir / f"{point_name(record['run'], record['budget'], args.seed)}.json"
         print(f"{out}: test accuracy {record['test_accuracy']:.4f} in {record['seconds']:.1f} s")
         write_json(out, record)
 

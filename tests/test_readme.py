@@ -114,14 +114,13 @@ def test_sweep_tables_sort_budgets_numerically_with_separators_and_handle_one_se
 
 
 def test_sweep_cost_table():
-    runs = [{"round": r, "side": side, "stage": f"sweep@{b}-0", "seconds": s}
-            for r in (0, 1) for b, (old, new) in ((100, (30.0, 20.0)), (1000, (50.0, 40.0)))
-            for side, s in (("old", old), ("new", new))]
+    runs = [{"round": r, "side": side, "seed": 0, "budgets": [100, 1000], "processes": n, "seconds": s}
+            for r in (0, 1) for side, n, s in (("old", 2, 80.0), ("new", 1, 60.0))]
     cost = {"runs": runs, "total_seconds": {"old": 160.0, "new": 120.0},
             "seconds_per_point": {"old": 13.33, "new": 10.0}, "new_over_old": 0.75}
     assert rt.render_sweep_cost(cost).splitlines() == [
-        "| version | seconds per stage (mean) | seconds per point | ratio new/old |", "|---|---:|---:|---:|",
-        "| old | 40.0 | 13.33 | |", "| new | 30.0 | 10.00 | 0.750 |"]
+        "| version | processes per seed | seconds per seed (mean over rounds) | seconds per point | ratio new/old |",
+        "|---|---:|---:|---:|---:|", "| old | 2 | 80.0 | 13.33 | |", "| new | 1 | 60.0 | 10.00 | 0.750 |"]
 
 
 def test_frozen_phase_table_and_summary():

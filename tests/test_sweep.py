@@ -119,27 +119,28 @@ def test_data_efficiency_names_a_missing_point(tmp_path, params_file):
                        "--plots-out", "plots")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: data_efficiency: points/transfer-20-0.json: sweep point is missing; run `dvc repro` to compute it"
+        "error: data_efficiency: points/seed-0/transfer-20-0.json: sweep point is missing; "
+        "run `dvc repro` to compute it"
     ]
     assert not (tmp_path / "out.json").exists() and not (tmp_path / "plots").exists()
 
 
 def test_point_record(tmp_path, params_file, data_dir):
-    result = run_stage(tmp_path, "sweep_point", "--runs", "scratch", "--budget", "60", "--seed", "1",
+    result = run_stage(tmp_path, "sweep_point", "--runs", "scratch", "--budgets", "60", "--seed", "1",
                        "--data", str(data_dir / "mnist.npz"), "--out-dir", "points")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "points").iterdir()) == ["scratch-60-1.json"]
     record = json.loads((tmp_path / "points" / "scratch-60-1.json").read_text())
     assert (record["n_train"], record["n_val"], record["batch_size"], record["steps"]) == (50, 10, 8, 8)
     assert 0 <= record["test_accuracy"] <= 1 and record["selected"]["best_step"] in (0, 2, 4, 6, 8)
-    result = run_stage(tmp_path, "sweep_point", "--runs", "transfer", "--budget", "60", "--seed", "1",
+    result = run_stage(tmp_path, "sweep_point", "--runs", "transfer", "--budgets", "60", "--seed", "1",
                        "--data", str(data_dir / "mnist.npz"), "--out-dir", "other")
     assert result.returncode == 2 and "need --source-weights" in result.stderr
     assert not (tmp_path / "other").exists()
 
 
 def test_points_in_one_process_match_points_alone(tmp_path, params_file, data_dir):
-    """Sharing a process, the split and the cached features changes no record (seconds aside)."""
+    """Sharing a process, the features and the compiled models changes no record (seconds aside)."""
     import keras
 
     from tlpipe.model import build_model
@@ -149,16 +150,18 @@ def test_points_in_one_process_match_points_alone(tmp_path, params_file, data_di
     params = load_params(params_file)
     keras.utils.set_random_seed(7)
     save_weights(build_model("fashion", params.model, params.base.image_size), tmp_path / "fashion.named.h5")
-    common = ["--budget", "60", "--seed", "1", "--data", str(data_dir / "mnist.npz"),
-              "--source-weights", "fashion.named.h5"]
-    together = run_stage(tmp_path, "sweep_point", *common, "--out-dir", "together")
+    common = ["--seed", "1", "--data", str(data_dir / "mnist.npz"), "--source-weights", "fashion.named.h5"]
+    together = run_stage(tmp_path, "sweep_point", "--budgets", "20", "60", *common, "--out-dir", "together")
     assert together.returncode == 0, together.stderr
+    assert len(list((tmp_path / "together").glob("*.json"))) == 6
     for run in ("transfer", "frozen", "scratch"):
-        alone = run_stage(tmp_path, "sweep_point", "--runs", run, *common, "--out-dir", "alone")
-        assert alone.returncode == 0, alone.stderr
-        a, b = (json.loads((tmp_path / d / f"{run}-60-1.json").read_text()) for d in ("together", "alone"))
-        a.pop("seconds"), b.pop("seconds")
-        assert a == b, run
+        for budget in ("20", "60"):
+            alone = run_stage(tmp_path, "sweep_point", "--runs", run, "--budgets", budget, *common,
+                              "--out-dir", "alone")
+            assert alone.returncode == 0, alone.stderr
+            a, b = (json.loads((tmp_path / d / f"{run}-{budget}-1.json").read_text()) for d in ("together", "alone"))
+            a.pop("seconds"), b.pop("seconds")
+            assert a == b, (run, budget)
 
 
 def test_trainer_gives_each_run_a_new_optimizer_and_schedule(params_file):
@@ -212,9 +215,9 @@ def test_one_seed_gives_means_without_intervals(tmp_path, params_file, monkeypat
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert errorbars == [] and titles == ["Data efficiency: one seed, means only (no intervals)"]
     # the stage itself: JSON with nulls, CSV with empty interval cells
-    (tmp_path / "points").mkdir()
+    (tmp_path / "points" / "seed-0").mkdir(parents=True)
     for record in records([0]):
-        (tmp_path / "points" / f"{record['run']}-{record['budget']}-0.json").write_text(json.dumps(record))
+        (tmp_path / "points" / "seed-0" / f"{record['run']}-{record['budget']}-0.json").write_text(json.dumps(record))
     result = run_stage(tmp_path, "data_efficiency", "--points", "points", "--metrics-out", "out.json",
                        "--plots-out", "stage_plots")
     assert result.returncode == 0, result.stderr

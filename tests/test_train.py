@@ -12,8 +12,8 @@ from tests.support import set_param, synthetic_arrays
 from tlpipe.errors import PipelineError
 from tlpipe.model import build_model, split_at_features
 from tlpipe.params import load_params
-from tlpipe.report import compare_metrics, epochs_to_threshold
 from tlpipe.points import BestWeights
+from tlpipe.report import compare_metrics, epochs_to_threshold
 from tlpipe.train import (
     Data,
     compile_model,

@@ -14,7 +14,7 @@ import numpy as np
 from tlpipe.errors import PipelineError
 from tlpipe.model import build_model
 from tlpipe.params import SWEEP_RUNS, Params
-from tlpipe.sweep import budget_rule, split_budget, split_steps
+from tlpipe.sweep import budget_rule, labelled_order, split_budget, split_steps
 from tlpipe.train import (
     Data,
     cache_features,
@@ -28,14 +28,16 @@ from tlpipe.transfer import set_trainable, transfer_by_name
 
 
 def run_points(
-    runs: list[str], budget: int, seed: int, params: Params, arrays: dict, source_weights: Path | None
+    runs: list[str], budgets: list[int], seed: int, params: Params, arrays: dict, source_weights: Path | None
 ) -> list[dict]:
-    """Train the sweep points (run, `budget`, `seed`) for each of `runs` in this process; return their records.
+    """Train the sweep points (run, budget, `seed`) for each of `runs` and `budgets` in this process; return
+    their records, budget by budget.
 
     Each point starts from `make_deterministic(seed)` and a freshly built model's variables, so its record is the
-    one it would get alone. What the points share is computed once: the budget's split, for transfer and frozen
-    the frozen extractor's features (the same transferred weights, so the same features), and the compiled
-    models with their traced functions (Trainer).
+    one it would get alone. What the points share is computed once: for transfer and frozen the frozen
+    extractor's features of the seed's labelled order up to the largest budget (the same transferred weights, so
+    the same features; a budget's split is a prefix of that order, so its features are slices of them), and the
+    compiled models with their traced functions (Trainer).
     """
     unknown = [run for run in runs if run not in SWEEP_RUNS]
     if unknown:
@@ -43,28 +45,47 @@ def run_points(
     if source_weights is None and any(run != "scratch" for run in runs):
         raise PipelineError("the transfer and frozen sweep runs need the Fashion weights (--source-weights)")
     cfg = params.sweep
-    split_started = time.perf_counter()
-    train, val = split_budget(arrays["y_train"], budget, seed, cfg)
     x, y = arrays["x_train"], arrays["y_train"]
-    data = Data(x[train], y[train], x[val], y[val])
-    batch, steps = budget_rule(len(train), cfg)
-    shared = {"seconds": time.perf_counter() - split_started}  # split (and features), split among the points
+    # seconds: the work shared by all points (splits, features), split among them at the end
+    shared = {"seconds": 0.0, "images": x, "labels": y, "largest": max(budgets)}
     records = []
-    for i, run in enumerate(runs):
-        started, shared_before = time.perf_counter(), shared["seconds"]
-        record = {"run": run, "budget": budget, "seed": seed, "n_train": len(train), "n_val": len(val),
-                  "batch_size": batch, "steps": steps}
-        model = _train_point(run, data, batch, steps, seed, params, source_weights, shared, record)
-        record["test_accuracy"] = evaluate(model, arrays["x_test"], arrays["y_test"], 512)["test_accuracy"]
-        record["devices"] = training_devices(model)
-        # this point's own time: the shared work it did (the features) is counted once, below, for all
-        record["seconds"] = time.perf_counter() - started - (shared["seconds"] - shared_before)
-        records.append(record)
-        if "features" in shared and all(later == "scratch" for later in runs[i + 1:]):
-            del shared["features"]  # no later point needs them: free the memory (GBs at 60,000 labels)
+    for budget in budgets:
+        started = time.perf_counter()
+        train, val = split_budget(y, budget, seed, cfg)
+        data = Data(x[train], y[train], x[val], y[val])
+        batch, steps = budget_rule(len(train), cfg)
+        shared["seconds"] += time.perf_counter() - started
+        for run in runs:
+            started, shared_before = time.perf_counter(), shared["seconds"]
+            record = {"run": run, "budget": budget, "seed": seed, "n_train": len(train), "n_val": len(val),
+                      "batch_size": batch, "steps": steps}
+            model = _train_point(run, data, batch, steps, seed, params, source_weights, shared, record)
+            record["test_accuracy"] = evaluate(model, arrays["x_test"], arrays["y_test"], 512)["test_accuracy"]
+            record["devices"] = training_devices(model)
+            # this point's own time: the shared work it did (the features) is counted once, below, for all
+            record["seconds"] = time.perf_counter() - started - (shared["seconds"] - shared_before)
+            records.append(record)
     for record in records:  # the shared work, in equal parts
         record["seconds"] = round(record["seconds"] + shared["seconds"] / len(records), 2)
     return records
+
+
+def _features(shared: dict, model: keras.Model, data: Data, seed: int, params: Params) -> tuple[Trainer, Data]:
+    """The head's Trainer and `data`'s features: the frozen extractor run once, on the seed's labelled order up to
+    the largest budget (the first `len(data.x_val)` images are the budget's validation split, the rest up to the
+    budget its training set: split_budget)."""
+    if "features" not in shared:
+        started = time.perf_counter()
+        order = labelled_order(shared["labels"], seed)[: shared["largest"]]
+        images = Data(shared["images"][order], shared["labels"][order], data.x_val[:0], data.y_val[:0])
+        # frozen for the features only: the whole model stays trainable, as its train function was traced
+        set_trainable(model, params.transfer.freeze, False, "transfer.freeze")
+        head, shared["features"] = cache_features(model, images, params.sweep.batch_size, "the sweep's frozen phase")
+        set_trainable(model, params.transfer.freeze, True, "transfer.freeze")
+        shared["head"] = Trainer(head, params.sweep.head_lr, params.sweep.schedule, params.sweep.eval_every)
+        shared["seconds"] += time.perf_counter() - started
+    features, n_val, n = shared["features"], len(data.x_val), len(data.x_val) + len(data.x_train)
+    return shared["head"], Data(features.x_train[n_val:n], data.y_train, features.x_train[:n_val], data.y_val)
 
 
 class Trainer:
@@ -74,7 +95,8 @@ class Trainer:
     budget rule's steps (benchmarks/profiles.md); a new model or a new `compile` traces them again. Here a run
     gets its own starting state instead: `load` copies every variable of a freshly built model into this one
     (weights, BatchNorm statistics, the dropout's seed state), each `train` zeroes Adam's slots and step count,
-    and the cosine schedule's length is a variable. `eval_every` steps run per call into the graph (steps_per_execution).
+    and the cosine schedule's length is a variable. `eval_every` steps run per call into the graph
+    (steps_per_execution).
     """
 
     def __init__(self, model: keras.Model, lr: float, schedule: str, eval_every: int):
@@ -146,7 +168,8 @@ def _train_point(run: str, data, batch: int, steps: int, seed: int, params: Para
     """One point's training (see run_points); fills `record` and returns the trained model.
 
     `shared` keeps the stage's Trainers: "model" (the whole model: scratch, transfer's fine-tuning) and "head"
-    (the head on the cached features: frozen, transfer's first part), made by the first point that needs them.
+    (the head on the cached features: frozen, transfer's first part), made by the first point that needs them,
+    and the features (_features).
     """
     cfg = params.sweep
     make_deterministic(seed, params.base.deterministic)
@@ -163,16 +186,8 @@ def _train_point(run: str, data, batch: int, steps: int, seed: int, params: Para
         return whole.model
     head_steps, finetune_steps = (steps, 0) if run == "frozen" else split_steps(steps, cfg)
     record["head_steps"] = head_steps
-    if "features" not in shared:
-        started = time.perf_counter()
-        # frozen for the features only: the whole model stays trainable, as its train function was traced
-        set_trainable(whole.model, params.transfer.freeze, False, "transfer.freeze")
-        head, shared["features"] = cache_features(whole.model, data, batch, "the sweep's frozen phase")
-        set_trainable(whole.model, params.transfer.freeze, True, "transfer.freeze")
-        shared["head"] = Trainer(head, cfg.head_lr, cfg.schedule, cfg.eval_every)
-        shared["seconds"] += time.perf_counter() - started
-    # the head's variables are the whole model's layers', loaded above
-    record["selected"] = shared["head"].train(shared["features"], head_steps, batch, seed)
+    head, features = _features(shared, whole.model, data, seed, params)  # the head's variables: loaded above
+    record["selected"] = head.train(features, head_steps, batch, seed)
     if finetune_steps:
         record["selected"] = whole.train(data, finetune_steps, batch, seed)
         record["selected"]["best_step"] += head_steps

@@ -79,8 +79,13 @@ def split_steps(steps: int, cfg: Sweep) -> tuple[int, int]:
 
 
 def point_name(run: str, budget: int, seed: int) -> str:
-    """File stem of a point's record; dvc.yaml writes `metrics/sweep/<point_name>.json`."""
+    """File stem of a point's record (see point_path)."""
     return f"{run}-{budget}-{seed}"
+
+
+def point_path(root: Path, run: str, budget: int, seed: int) -> Path:
+    """A point's record under the sweep's folder: dvc.yaml's stage sweep@<seed> writes `<root>/seed-<seed>/`."""
+    return root / f"seed-{seed}" / f"{point_name(run, budget, seed)}.json"
 
 
 def t_quantile(p: float, df: int) -> float:
