@@ -182,6 +182,11 @@ def test_trainer_gives_each_run_a_new_optimizer_and_schedule(params_file):
         assert int(optimizer.iterations) == steps  # from 0 again, not on from the last run
         optimizer.iterations.assign(steps // 2)
         assert float(optimizer.learning_rate) == pytest.approx(0.005)  # half way down this run's cosine
+    constant = Trainer(build_model("mnist", params.model, params.base.image_size), 0.01, "constant", eval_every=2)
+    for steps in (4, 8):
+        constant.train(data, steps, 16, seed=0)
+        assert int(constant.model.optimizer.iterations) == steps
+        assert float(constant.model.optimizer.learning_rate) == pytest.approx(0.01)  # not zeroed with the slots
 
 
 def test_one_seed_gives_means_without_intervals(tmp_path, params_file, monkeypatch):

@@ -48,6 +48,7 @@ def run_points(
     x, y = arrays["x_train"], arrays["y_train"]
     # seconds: the work shared by all points (splits, features), split among them at the end
     shared = {"seconds": 0.0, "images": x, "labels": y, "largest": max(budgets)}
+    split_budget(y, max(budgets), seed, cfg)  # a budget larger than the data fails before any training
     records = []
     for budget in budgets:
         started = time.perf_counter()
@@ -100,7 +101,7 @@ class Trainer:
     """
 
     def __init__(self, model: keras.Model, lr: float, schedule: str, eval_every: int):
-        self.model, self.eval_every = model, eval_every
+        self.model, self.eval_every, self.lr, self.schedule = model, eval_every, lr, schedule
         self.decay_steps = keras.Variable(1.0, trainable=False, name="decay_steps")
         learning_rate = keras.optimizers.schedules.CosineDecay(lr, self.decay_steps) if schedule == "cosine" else lr
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
@@ -119,8 +120,11 @@ class Trainer:
         """
         if steps % self.eval_every:
             raise ValueError(f"steps={steps} is not a multiple of eval_every={self.eval_every}")
-        for slot in self.model.optimizer.variables:  # a new optimizer, as a new compile would make
+        optimizer = self.model.optimizer
+        for slot in optimizer.variables:  # a new optimizer, as a new compile would make ...
             slot.assign(np.zeros(slot.shape, slot.dtype))
+        if self.schedule != "cosine":
+            optimizer.learning_rate = self.lr  # ... whose constant rate is one of its variables too
         self.decay_steps.assign(float(steps))
         val = make_dataset(data.x_val, data.y_val, batch_size)
         start = float(self.model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
