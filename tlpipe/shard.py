@@ -4,7 +4,8 @@
 
 Shard i/n takes the sweep stages at positions i-1, i-1+n, i-1+2n, ... of `dvc stage list` (dvc.yaml's matrix
 order: seed by seed; a stage is one seed's points at every budget): the n shards are disjoint, cover every
-stage, and every machine on the same commit computes the same split, with no coordination. The steps, all DVC's own commands:
+stage, and every machine on the same commit computes the same split, with no coordination. The steps, all DVC's
+own commands:
 
 1. `dvc pull` of the stages that the shard's stages depend on (download, pretrain): the sweep's inputs
    (data/mnist.npz, models/fashion.named.h5) as dvc.lock records them. Every machine must start from the same
