@@ -1,17 +1,20 @@
-"""Seconds of each training call and test pass of sweep points, in one process, in the order they run.
+"""Seconds and memory of each training call and test pass of sweep points, in one process, in the order they run.
 
     python benchmarks/sweep_calls.py --budgets 100 --seed 0 --runs transfer frozen scratch scratch
 
 Runs `tlpipe.points.run_points` as `sweep@<seed>` does, on the budgets given (a run may be listed twice: its
 second time shows what a call costs once the stage's functions are traced) and prints, per call, the model trained
 (`mnist_cnn` the whole model, `head` the head on the cached features), its steps and its wall seconds, then each
-test pass. Prints only: the numbers quoted in `benchmarks/profiles.md` are this script's output.
+test pass, with the process's RSS after the call and its peak during it (sampled every 10 ms, so a short
+spike can be missed; `/usr/bin/time -v` gives the exact peak of a whole stage). Prints only: the numbers
+quoted in `benchmarks/profiles.md` are this script's output.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,13 +25,40 @@ from tlpipe.data import load_npz  # noqa: E402
 from tlpipe.params import SWEEP_RUNS, load_params  # noqa: E402
 
 
+def rss_mb() -> int:
+    """This process's resident set size now (MB), from /proc."""
+    with open("/proc/self/status", encoding="utf-8") as status:
+        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
+
+
+class Peak(threading.Thread):
+    """The largest RSS seen (sampled every 10 ms) since the last `take`."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak = rss_mb()
+
+    def run(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_mb())
+            time.sleep(0.01)
+
+    def take(self) -> int:
+        peak, self.peak = max(self.peak, rss_mb()), rss_mb()
+        return peak
+
+
+PEAK = Peak()
+
+
 def timed(name: str, function):
     def wrapper(*args, **kwargs):
         started = time.perf_counter()
         try:
             return function(*args, **kwargs)
         finally:
-            print(f"{name(*args):<24} {time.perf_counter() - started:6.2f} s", flush=True)
+            print(f"{name(*args):<24} {time.perf_counter() - started:6.2f} s  RSS {rss_mb():5d} MB, "
+                  f"peak {PEAK.take():5d} MB", flush=True)
 
     return wrapper
 
@@ -44,6 +74,8 @@ def main() -> None:
     points.Trainer.train = timed(lambda trainer, data, steps, *_: f"train {trainer.model.name} {steps} steps",
                                  points.Trainer.train)
     points.evaluate = timed(lambda *_: "test pass", points.evaluate)
+    PEAK.start()
+    print(f"{'start':<24} {'':8}  RSS {rss_mb():5d} MB", flush=True)
     started = time.perf_counter()
     points.run_points(args.runs, args.budgets, args.seed, load_params(), load_npz(args.data), args.weights)
     print(f"{'run_points':<24} {time.perf_counter() - started:6.2f} s")

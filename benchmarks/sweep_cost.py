@@ -8,7 +8,8 @@ the old version's sweep command(s) for that seed's points run, then the new one'
 of the machine hits both), each in a scratch copy with data/ and the Fashion weights linked in, timed from
 process start to exit. A version whose stage is one (budget, seed) (`${item.budget}` in its command) runs once
 per point; one whose stage is a seed runs once per seed, given the points' budgets (`--budgets`). Reports the
-seconds of each (round, side, seed), seconds per point, and the new/old ratio.
+seconds of each (round, side, seed) and its largest process's peak RSS (MB), seconds per point, the new/old
+ratio, and each side's largest peak RSS.
 """
 
 from __future__ import annotations
@@ -76,23 +77,25 @@ def main() -> None:
             for seed in seeds:
                 for side in ("old", "new"):
                     env_side = env | {"PYTHONPATH": str(works[side])}
-                    seconds = 0.0
-                    for cmd in commands(templates[side], seeds[seed], seed):
+                    seconds, peak, cmds = 0.0, 0, commands(templates[side], seeds[seed], seed)
+                    for cmd in cmds:
                         result = timed(cmd, cwd=str(works[side]), env=env_side)
                         if result["returncode"]:
                             raise SystemExit(f"{side} seed {seed} failed: {shlex.join(cmd)}")
                         seconds += result["seconds"]
+                        peak = max(peak, result["peak_rss_mb"])
                     runs.append({"round": round_, "side": side, "seed": seed, "budgets": seeds[seed],
-                                 "processes": len(commands(templates[side], seeds[seed], seed)),
-                                 "seconds": round(seconds, 2)})
+                                 "processes": len(cmds), "seconds": round(seconds, 2), "peak_rss_mb": peak})
                     print(runs[-1], flush=True)
     total = {side: sum(r["seconds"] for r in runs if r["side"] == side) for side in ("old", "new")}
     report = {"command": " ".join(["python", "benchmarks/sweep_cost.py", *sys.argv[1:]]), "runs": runs,
               "total_seconds": {k: round(v, 1) for k, v in total.items()},
               "seconds_per_point": {k: round(v / (3 * len(points) * args.rounds), 2) for k, v in total.items()},
-              "new_over_old": round(total["new"] / total["old"], 3)}
+              "new_over_old": round(total["new"] / total["old"], 3),
+              "peak_rss_mb": {side: max(r["peak_rss_mb"] for r in runs if r["side"] == side)
+                              for side in ("old", "new")}}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("total_seconds", "seconds_per_point", "new_over_old")}))
+    print(json.dumps({k: report[k] for k in ("total_seconds", "seconds_per_point", "new_over_old", "peak_rss_mb")}))
 
 
 if __name__ == "__main__":

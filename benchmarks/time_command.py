@@ -1,4 +1,5 @@
-"""Run a command and record its wall time in a JSON file of named timings (e.g. a full `dvc repro`).
+"""Run a command and record its wall time in a JSON file of named timings (e.g. a full `dvc repro`), with the
+peak RSS of its largest process (for `dvc repro`, the largest stage's).
 
     python benchmarks/time_command.py --name sweep --out benchmarks/repro_times.json -- dvc repro data_efficiency
 
@@ -31,11 +32,12 @@ def main() -> None:
         sys.exit(result["returncode"])
     times = json.loads(args.out.read_text()) if args.out.exists() else {}
     times[args.name] = {"command": " ".join(command), "seconds": result["seconds"],
-                        "date": time.strftime("%Y-%m-%d"), "machine": cpu_info()["model"]}
+                        "date": time.strftime("%Y-%m-%d"), "machine": cpu_info()["model"],
+                        "peak_rss_mb": result["peak_rss_mb"]}
     if args.items:
         times[args.name] |= {"items": args.items, "items_per_second": round(args.items / result["seconds"], 1)}
     args.out.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
-    print(f"{args.name}: {result['seconds']:.1f} s")
+    print(f"{args.name}: {result['seconds']:.1f} s, peak RSS {result['peak_rss_mb']} MB")
 
 
 if __name__ == "__main__":

@@ -189,6 +189,36 @@ def test_trainer_gives_each_run_a_new_optimizer_and_schedule(params_file):
         assert float(constant.model.optimizer.learning_rate) == pytest.approx(0.01)  # not zeroed with the slots
 
 
+def test_trainer_keeps_its_arrays_in_numpy_and_tests_one_batch_per_call(params_file, monkeypatch):
+    """The memory rules of a seed stage (Trainer): no run copies its arrays into TensorFlow, and the test pass
+    runs on `tester`, the trained layers themselves, one batch per graph call (not steps_per_execution)."""
+    import tensorflow as tf
+
+    from tests.support import synthetic_arrays
+    from tlpipe.model import build_model
+    from tlpipe.points import Trainer
+    from tlpipe.train import Data, evaluate, make_deterministic
+
+    params = load_params(params_file)
+    arrays = synthetic_arrays(48, 1, seed=0)
+    data = Data(arrays["x_train"][:32], arrays["y_train"][:32], arrays["x_train"][32:], arrays["y_train"][32:])
+    make_deterministic(0)
+    trainer = Trainer(build_model("mnist", params.model, params.base.image_size), 0.01, "cosine", eval_every=2)
+    copied, constant = [], tf.constant
+
+    def spy(value, *args, **kwargs):
+        copied.extend(value is a for a in (data.x_train, data.y_train, data.x_val, data.y_val))
+        return constant(value, *args, **kwargs)
+
+    monkeypatch.setattr(tf, "constant", spy)
+    trainer.train(data, 4, 16, seed=0)
+    assert not any(copied)
+    assert trainer.model.steps_per_execution == 2 and trainer.tester.steps_per_execution == 1
+    assert [id(v) for v in trainer.tester.variables] == [id(v) for v in trainer.model.variables]
+    tested = evaluate(trainer.tester, arrays["x_test"], arrays["y_test"], 8)["predicted"]
+    np.testing.assert_array_equal(tested, trainer.model.predict(arrays["x_test"], verbose=0).argmax(axis=1))
+
+
 def test_one_seed_gives_means_without_intervals(tmp_path, params_file, monkeypatch):
     """`sweep.seeds: [0]` is valid: means only, no std or interval, said in the JSON, the CSV and the PNG."""
     import matplotlib.axes

@@ -260,16 +260,29 @@ def test_both_gather_paths_give_the_same_batches(monkeypatch):
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 255, (50, 6, 6), dtype=np.uint8), rng.integers(0, 10, 50, dtype=np.uint8)
 
-    def batches() -> list:
-        return [(xb.numpy(), yb.numpy()) for xb, yb in make_dataset(x, y, 8, shuffle_seed=3, repeat=True).take(9)]
+    def batches(**kwargs) -> list:
+        dataset = make_dataset(x, y, 8, shuffle_seed=3, repeat=True, **kwargs)
+        return [(xb.numpy(), yb.numpy()) for xb, yb in dataset.take(9)]
 
-    in_tf = batches()
-    monkeypatch.setattr(train_module, "IN_PLACE_BYTES", 0)  # force the in-place NumPy path
-    in_place = batches()
+    copies = []  # which calls of tf.constant copied the images
+    constant = train_module.tf.constant
+
+    def spy(value, *args, **kwargs):
+        copies.append(value is x)
+        return constant(value, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.tf, "constant", spy)
+    in_tf = batches()  # small: copied into TensorFlow by default
+    assert copies.count(True) == 1
+    in_place = batches(in_place=True)
+    monkeypatch.setattr(train_module, "IN_PLACE_BYTES", 0)  # the in-place NumPy path by size
+    by_size = batches()
+    assert copies.count(True) == 1  # neither in-place run copied the images
     assert in_tf[0][0].shape == (8, 6, 6, 1) and in_tf[0][0].dtype == np.float32
-    for (a, la), (b, lb) in zip(in_tf, in_place, strict=True):
-        np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(la, lb)
+    for other in (in_place, by_size):
+        for (a, la), (b, lb) in zip(in_tf, other, strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(la, lb)
 
 
 def test_best_weights_restores_the_start_when_the_start_was_best(setup):

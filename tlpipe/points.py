@@ -60,9 +60,9 @@ def run_points(
             started, shared_before = time.perf_counter(), shared["seconds"]
             record = {"run": run, "budget": budget, "seed": seed, "n_train": len(train), "n_val": len(val),
                       "batch_size": batch, "steps": steps}
-            model = _train_point(run, data, batch, steps, seed, params, source_weights, shared, record)
-            record["test_accuracy"] = evaluate(model, arrays["x_test"], arrays["y_test"], 512)["test_accuracy"]
-            record["devices"] = training_devices(model)
+            whole = _train_point(run, data, batch, steps, seed, params, source_weights, shared, record)
+            record["test_accuracy"] = evaluate(whole.tester, arrays["x_test"], arrays["y_test"], 512)["test_accuracy"]
+            record["devices"] = training_devices(whole.model)
             # this point's own time: the shared work it did (the features) is counted once, below, for all
             record["seconds"] = time.perf_counter() - started - (shared["seconds"] - shared_before)
             records.append(record)
@@ -97,7 +97,9 @@ class Trainer:
     gets its own starting state instead: `load` copies every variable of a freshly built model into this one
     (weights, BatchNorm statistics, the dropout's seed state), each `train` zeroes Adam's slots and step count,
     and the cosine schedule's length is a variable. `eval_every` steps run per call into the graph
-    (steps_per_execution).
+    (steps_per_execution); `tester`, the same layers in a model of its own, predicts one batch per call: Keras
+    unrolls steps_per_execution predict steps into one graph, which kept about 600 MB more for a pass over
+    MNIST's test set in batches of 512 (benchmarks/profiles.md).
     """
 
     def __init__(self, model: keras.Model, lr: float, schedule: str, eval_every: int):
@@ -106,6 +108,7 @@ class Trainer:
         learning_rate = keras.optimizers.schedules.CosineDecay(lr, self.decay_steps) if schedule == "cosine" else lr
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], steps_per_execution=eval_every)
+        self.tester = keras.Model(model.inputs, model.outputs, name=f"{model.name}_tester")
 
     def load(self, fresh: keras.Model) -> None:
         """Start a run from `fresh`'s variables (a model of the same architecture, built for the run)."""
@@ -126,12 +129,14 @@ class Trainer:
         if self.schedule != "cosine":
             optimizer.learning_rate = self.lr  # ... whose constant rate is one of its variables too
         self.decay_steps.assign(float(steps))
-        val = make_dataset(data.x_val, data.y_val, batch_size)
+        # gathered from the stage's arrays in place: a TensorFlow copy per run kept about 400 MB more at 10,000
+        # labels' features (benchmarks/profiles.md)
+        val = make_dataset(data.x_val, data.y_val, batch_size, in_place=True)
         start = float(self.model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
         best = BestWeights(start, self.eval_every)
         with deterministic_kernels():
             self.model.fit(
-                make_dataset(data.x_train, data.y_train, batch_size, shuffle_seed=seed, repeat=True),
+                make_dataset(data.x_train, data.y_train, batch_size, shuffle_seed=seed, repeat=True, in_place=True),
                 validation_data=val,
                 epochs=steps // self.eval_every,
                 steps_per_epoch=self.eval_every,
@@ -168,8 +173,8 @@ class BestWeights(keras.callbacks.Callback):
 
 
 def _train_point(run: str, data, batch: int, steps: int, seed: int, params: Params, source_weights: Path | None,
-                 shared: dict, record: dict) -> keras.Model:
-    """One point's training (see run_points); fills `record` and returns the trained model.
+                 shared: dict, record: dict) -> Trainer:
+    """One point's training (see run_points); fills `record` and returns the Trainer of the trained model.
 
     `shared` keeps the stage's Trainers: "model" (the whole model: scratch, transfer's fine-tuning) and "head"
     (the head on the cached features: frozen, transfer's first part), made by the first point that needs them,
@@ -187,7 +192,7 @@ def _train_point(run: str, data, batch: int, steps: int, seed: int, params: Para
     whole.load(fresh)
     if run == "scratch":
         record["selected"] = whole.train(data, steps, batch, seed)
-        return whole.model
+        return whole
     head_steps, finetune_steps = (steps, 0) if run == "frozen" else split_steps(steps, cfg)
     record["head_steps"] = head_steps
     head, features = _features(shared, whole.model, data, seed, params)  # the head's variables: loaded above
@@ -195,4 +200,4 @@ def _train_point(run: str, data, batch: int, steps: int, seed: int, params: Para
     if finetune_steps:
         record["selected"] = whole.train(data, finetune_steps, batch, seed)
         record["selected"]["best_step"] += head_steps
-    return whole.model
+    return whole

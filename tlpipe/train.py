@@ -107,13 +107,15 @@ def shift_and_flip(images: tf.Tensor, shift: int, flip: bool, seed: tf.Tensor) -
 
 def make_dataset(
     x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None, repeat: bool = False,
-    shift: int = 0, flip: bool = False, extract=None,
+    shift: int = 0, flip: bool = False, extract=None, in_place: bool | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 inputs, labels), reshuffled every epoch when seeded; endless when `repeat`.
 
     Shuffles indices and gathers whole batches: no per-example copies into a shuffle buffer, one cast per
     batch. Both gather paths give the same batches. `shift` and `flip` augment each batch (needs a seed).
     `extract` (see frozen_extractor) turns each (augmented) batch of images into the frozen extractor's features.
+    `in_place`: gather from the NumPy arrays themselves (True) or from a TensorFlow copy (False); by default only
+    arrays above IN_PLACE_BYTES are gathered in place.
     """
     if (shift or flip) and shuffle_seed is None:
         raise ValueError("augmentation needs a shuffle_seed")
@@ -124,7 +126,9 @@ def make_dataset(
         order = order.repeat()
     shape = (*x.shape[1:], 1) if x.ndim == 3 else x.shape[1:]  # images get a channel axis
 
-    if x.nbytes > IN_PLACE_BYTES:
+    if in_place is None:
+        in_place = x.nbytes > IN_PLACE_BYTES
+    if in_place:
 
         def take(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return x[index].astype(np.float32, copy=False).reshape(len(index), *shape), y[index]
