@@ -188,13 +188,14 @@ def render_frozen_phase(report: dict) -> str:
 def render_sweep_cost(cost: dict) -> str:
     """benchmarks/sweep_cost.py's report: one row per version, the ratio on the new one."""
     lines = ["| version | processes per seed | seconds per seed (mean over rounds) | seconds per point "
-             "| ratio new/old |", "|---|---:|---:|---:|---:|"]
+             "| ratio new/old | peak RSS MB (largest process) |", "|---|---:|---:|---:|---:|---:|"]
     for side in ("old", "new"):
         runs = [r for r in cost["runs"] if r["side"] == side]
         seconds = sum(r["seconds"] for r in runs) / len(runs)
         ratio = f"{cost['new_over_old']:.3f}" if side == "new" else ""
+        peak = cost.get("peak_rss_mb", {}).get(side)  # recorded since commit 7332dff
         lines.append(row([side, str(runs[0]["processes"]), f"{seconds:.1f}", f"{cost['seconds_per_point'][side]:.2f}",
-                          ratio]))
+                          ratio, "" if peak is None else f"{peak:,}"]))
     return "\n".join(lines)
 
 
@@ -224,10 +225,12 @@ def render_bn_momentum(report: dict) -> str:
 
 def render_times(times: dict) -> str:
     """benchmarks/repro_times.json: wall seconds of named commands."""
-    lines = ["| what | command | wall seconds | minutes | items/s | machine, date |", "|---|---|---:|---:|---:|---|"]
+    lines = ["| what | command | wall seconds | minutes | items/s | peak RSS MB (largest process) | machine, date |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for name, t in times.items():
         rate = f"{t['items_per_second']:,.0f}" if "items_per_second" in t else ""
-        lines.append(row([name, f"`{t['command']}`", f"{t['seconds']:.1f}", f"{t['seconds'] / 60:.1f}", rate,
+        peak = f"{t['peak_rss_mb']:,}" if "peak_rss_mb" in t else ""  # recorded since commit 7332dff
+        lines.append(row([name, f"`{t['command']}`", f"{t['seconds']:.1f}", f"{t['seconds'] / 60:.1f}", rate, peak,
                           f"{t['machine']}, {t['date']}"]))
     return "\n".join(lines)
 

@@ -118,9 +118,23 @@ def test_sweep_cost_table():
             for r in (0, 1) for side, n, s in (("old", 2, 80.0), ("new", 1, 60.0))]
     cost = {"runs": runs, "total_seconds": {"old": 160.0, "new": 120.0},
             "seconds_per_point": {"old": 13.33, "new": 10.0}, "new_over_old": 0.75}
-    assert rt.render_sweep_cost(cost).splitlines() == [
-        "| version | processes per seed | seconds per seed (mean over rounds) | seconds per point | ratio new/old |",
-        "|---|---:|---:|---:|---:|", "| old | 2 | 80.0 | 13.33 | |", "| new | 1 | 60.0 | 10.00 | 0.750 |"]
+    header = ["| version | processes per seed | seconds per seed (mean over rounds) | seconds per point "
+              "| ratio new/old | peak RSS MB (largest process) |", "|---|---:|---:|---:|---:|---:|"]
+    assert rt.render_sweep_cost(cost).splitlines() == [  # a report from before peak RSS was recorded
+        *header, "| old | 2 | 80.0 | 13.33 | | |", "| new | 1 | 60.0 | 10.00 | 0.750 | |"]
+    cost["peak_rss_mb"] = {"old": 2419, "new": 2387}
+    assert rt.render_sweep_cost(cost).splitlines()[2:] == [
+        "| old | 2 | 80.0 | 13.33 | | 2,419 |", "| new | 1 | 60.0 | 10.00 | 0.750 | 2,387 |"]
+
+
+def test_times_table_shows_peak_rss_where_recorded():
+    times = {"sweep": {"command": "dvc repro data_efficiency", "seconds": 600.0, "machine": "Xeon", "date": "d",
+                       "peak_rss_mb": 2387},
+             "predict": {"command": "predict x", "seconds": 4.0, "machine": "Xeon", "date": "d", "items": 10,
+                         "items_per_second": 2.5}}
+    assert rt.render_times(times).splitlines()[2:] == [
+        "| sweep | `dvc repro data_efficiency` | 600.0 | 10.0 | | 2,387 | Xeon, d |",
+        "| predict | `predict x` | 4.0 | 0.1 | 2 | | Xeon, d |"]
 
 
 def test_frozen_phase_table_and_summary():
