@@ -18,13 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def rss_mb() -> int:
-    with open("/proc/self/status", encoding="utf-8") as status:
-        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
-
-
 def one(steps_per_execution: int, batch_size: int, data: Path) -> None:
     sys.path.insert(0, str(ROOT))
+    from tlpipe.bench import rss_mb
     from tlpipe.data import load_npz
     from tlpipe.model import build_model
     from tlpipe.params import load_params

@@ -21,14 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import tlpipe.points as points  # noqa: E402
+from tlpipe.bench import rss_mb  # noqa: E402
 from tlpipe.data import load_npz  # noqa: E402
 from tlpipe.params import SWEEP_RUNS, load_params  # noqa: E402
-
-
-def rss_mb() -> int:
-    """This process's resident set size now (MB), from /proc."""
-    with open("/proc/self/status", encoding="utf-8") as status:
-        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
 
 
 class Peak(threading.Thread):
@@ -36,15 +31,19 @@ class Peak(threading.Thread):
 
     def __init__(self):
         super().__init__(daemon=True)
+        self.lock = threading.Lock()
         self.peak = rss_mb()
 
     def run(self) -> None:
         while True:
-            self.peak = max(self.peak, rss_mb())
+            with self.lock:
+                self.peak = max(self.peak, rss_mb())
             time.sleep(0.01)
 
     def take(self) -> int:
-        peak, self.peak = max(self.peak, rss_mb()), rss_mb()
+        with self.lock:
+            now = rss_mb()
+            peak, self.peak = max(self.peak, now), now
         return peak
 
 
@@ -57,7 +56,7 @@ def timed(name: str, function):
         try:
             return function(*args, **kwargs)
         finally:
-            print(f"{name(*args):<24} {time.perf_counter() - started:6.2f} s  RSS {rss_mb():5d} MB, "
+            print(f"{name(*args):<26} {time.perf_counter() - started:6.2f} s  RSS {rss_mb():5d} MB, "
                   f"peak {PEAK.take():5d} MB", flush=True)
 
     return wrapper
@@ -75,10 +74,10 @@ def main() -> None:
                                  points.Trainer.train)
     points.evaluate = timed(lambda *_: "test pass", points.evaluate)
     PEAK.start()
-    print(f"{'start':<24} {'':8}  RSS {rss_mb():5d} MB", flush=True)
+    print(f"{'start':<26} {'':8}  RSS {rss_mb():5d} MB", flush=True)
     started = time.perf_counter()
     points.run_points(args.runs, args.budgets, args.seed, load_params(), load_npz(args.data), args.weights)
-    print(f"{'run_points':<24} {time.perf_counter() - started:6.2f} s")
+    print(f"{'run_points':<26} {time.perf_counter() - started:6.2f} s")
 
 
 if __name__ == "__main__":

@@ -194,30 +194,45 @@ def test_trainer_keeps_its_arrays_in_numpy_and_tests_one_batch_per_call(params_f
     runs on `tester`, the trained layers themselves, one batch per graph call (not steps_per_execution)."""
     import tensorflow as tf
 
+    import tlpipe.points as points
     from tests.support import synthetic_arrays
     from tlpipe.model import build_model
-    from tlpipe.points import Trainer
-    from tlpipe.train import Data, evaluate, make_deterministic
+    from tlpipe.train import Data, make_dataset, make_deterministic
 
     params = load_params(params_file)
-    arrays = synthetic_arrays(48, 1, seed=0)
+    arrays = synthetic_arrays(48, 40, seed=0)
     data = Data(arrays["x_train"][:32], arrays["y_train"][:32], arrays["x_train"][32:], arrays["y_train"][32:])
     make_deterministic(0)
-    trainer = Trainer(build_model("mnist", params.model, params.base.image_size), 0.01, "cosine", eval_every=2)
-    copied, constant = [], tf.constant
+    trainer = points.Trainer(build_model("mnist", params.model, params.base.image_size), 0.01, "cosine", eval_every=2)
+    copied, constant, run_arrays = [], tf.constant, (data.x_train, data.y_train, data.x_val, data.y_val)
 
-    def spy(value, *args, **kwargs):
-        copied.extend(value is a for a in (data.x_train, data.y_train, data.x_val, data.y_val))
+    def spy(value, *args, **kwargs):  # did this tf.constant copy (part of) one of the run's arrays?
+        copied.append(isinstance(value, np.ndarray) and any(np.shares_memory(value, a) for a in run_arrays))
         return constant(value, *args, **kwargs)
 
     monkeypatch.setattr(tf, "constant", spy)
+    make_dataset(data.x_train, data.y_train, 16)  # the spy sees a copy: make_dataset's default for small arrays
+    assert any(copied)
+    copied.clear()
     trainer.train(data, 4, 16, seed=0)
     assert not any(copied)
+    monkeypatch.undo()
+
     assert trainer.model.steps_per_execution == 2 and trainer.tester.steps_per_execution == 1
     assert [id(v) for v in trainer.tester.variables] == [id(v) for v in trainer.model.variables]
-    tested = evaluate(trainer.tester, arrays["x_test"], arrays["y_test"], 8)["predicted"]
-    np.testing.assert_array_equal(tested, trainer.model.predict(arrays["x_test"], verbose=0).argmax(axis=1))
+    np.testing.assert_allclose(trainer.tester.predict(arrays["x_test"], batch_size=8, verbose=0),
+                               trainer.model.predict(arrays["x_test"], batch_size=8, verbose=0), rtol=1e-6)
 
+    tested = []  # run_points tests every point with its Trainer's tester
+    evaluate = points.evaluate
+
+    def evaluate_spy(model, *args):
+        tested.append(model.steps_per_execution)
+        return evaluate(model, *args)
+
+    monkeypatch.setattr(points, "evaluate", evaluate_spy)
+    records = points.run_points(["scratch"], [20], 0, params, arrays, None)
+    assert len(records) == 1 and tested == [1]
 
 def test_one_seed_gives_means_without_intervals(tmp_path, params_file, monkeypatch):
     """`sweep.seeds: [0]` is valid: means only, no std or interval, said in the JSON, the CSV and the PNG."""

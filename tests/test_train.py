@@ -256,6 +256,25 @@ def test_compare_metrics():
     assert metrics["scratch"]["best_val_accuracy"] == 0.985
 
 
+def test_an_in_place_dataset_lets_its_arrays_go_once_it_is_gone():
+    """TensorFlow keeps a numpy_function's Python function for the whole process; the arrays must not stay with it."""
+    import gc
+    import weakref
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 6)).astype(np.float32), rng.integers(0, 10, 40, dtype=np.uint8)
+    alive = weakref.ref(x)
+    expected = x[:8].copy()
+    batches = iter(make_dataset(x, y, 8, in_place=True))
+    del x
+    gc.collect()
+    assert alive() is not None  # the iterator keeps its dataset, and so the arrays
+    np.testing.assert_array_equal(next(batches)[0].numpy(), expected)
+    del batches
+    gc.collect()
+    assert alive() is None
+
+
 def test_both_gather_paths_give_the_same_batches(monkeypatch):
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 255, (50, 6, 6), dtype=np.uint8), rng.integers(0, 10, 50, dtype=np.uint8)

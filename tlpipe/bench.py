@@ -60,6 +60,12 @@ def timed(command: list[str], cwd: str | None = None, env: dict | None = None) -
     return {"seconds": round(seconds, 2), "returncode": proc.returncode, "peak_rss_mb": round(usage.ru_maxrss / 1024)}
 
 
+def rss_mb() -> int:
+    """This process's resident set size now, in MB of 2**20 bytes (VmRSS in /proc)."""
+    with open("/proc/self/status", encoding="utf-8") as status:
+        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
+
+
 def cpu_info() -> dict:
     """Cores, model name and the SIMD flags that matter for training, from /proc/cpuinfo."""
     model, flags = "unknown", set()

@@ -5,6 +5,7 @@ Kept apart from tlpipe.sweep so that aggregating the points (data_efficiency) do
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -97,9 +98,10 @@ class Trainer:
     gets its own starting state instead: `load` copies every variable of a freshly built model into this one
     (weights, BatchNorm statistics, the dropout's seed state), each `train` zeroes Adam's slots and step count,
     and the cosine schedule's length is a variable. `eval_every` steps run per call into the graph
-    (steps_per_execution); `tester`, the same layers in a model of its own, predicts one batch per call: Keras
-    unrolls steps_per_execution predict steps into one graph, which kept about 600 MB more for a pass over
-    MNIST's test set in batches of 512 (benchmarks/profiles.md).
+    (steps_per_execution). `tester`, the same layers in a model of its own, predicts one batch per call: Keras
+    unrolls steps_per_execution predict steps into one graph, which kept about 540 MB more after three passes
+    over MNIST's test set in batches of 512 (benchmarks/profiles.md). Every dataset gathers from the arrays in
+    place: a TensorFlow copy per run (make_dataset's default below 256 MB) copied a budget's features again.
     """
 
     def __init__(self, model: keras.Model, lr: float, schedule: str, eval_every: int):
@@ -108,7 +110,11 @@ class Trainer:
         learning_rate = keras.optimizers.schedules.CosineDecay(lr, self.decay_steps) if schedule == "cosine" else lr
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], steps_per_execution=eval_every)
-        self.tester = keras.Model(model.inputs, model.outputs, name=f"{model.name}_tester")
+
+    @functools.cached_property
+    def tester(self) -> keras.Model:
+        """The model's layers and variables in an uncompiled model: predicts one batch per graph call."""
+        return keras.Model(self.model.input, self.model.output, name=f"{self.model.name}_tester")
 
     def load(self, fresh: keras.Model) -> None:
         """Start a run from `fresh`'s variables (a model of the same architecture, built for the run)."""
@@ -129,8 +135,6 @@ class Trainer:
         if self.schedule != "cosine":
             optimizer.learning_rate = self.lr  # ... whose constant rate is one of its variables too
         self.decay_steps.assign(float(steps))
-        # gathered from the stage's arrays in place: a TensorFlow copy per run kept about 400 MB more at 10,000
-        # labels' features (benchmarks/profiles.md)
         val = make_dataset(data.x_val, data.y_val, batch_size, in_place=True)
         start = float(self.model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
         best = BestWeights(start, self.eval_every)
@@ -174,7 +178,8 @@ class BestWeights(keras.callbacks.Callback):
 
 def _train_point(run: str, data, batch: int, steps: int, seed: int, params: Params, source_weights: Path | None,
                  shared: dict, record: dict) -> Trainer:
-    """One point's training (see run_points); fills `record` and returns the Trainer of the trained model.
+    """One point's training (see run_points); fills `record` and returns the whole model's Trainer, whose model
+    holds the trained point (frozen and transfer train the head through the head model, which shares its layers).
 
     `shared` keeps the stage's Trainers: "model" (the whole model: scratch, transfer's fine-tuning) and "head"
     (the head on the cached features: frozen, transfer's first part), made by the first point that needs them,

@@ -6,6 +6,7 @@ import math
 import platform
 import re
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,9 +79,10 @@ def training_devices(model: keras.Model) -> dict[str, str]:
     return names
 
 
-# Arrays above this size (cached features: GBs) are gathered from NumPy in place instead of being copied into a
-# TensorFlow constant (with that copy and predict()'s concatenation, a 60k-image cache peaked at 6.2 GB RSS, now 2.3).
-# Smaller ones (images) keep the all-TensorFlow gather, which holds no GIL in the input pipeline.
+# By default (make_dataset's in_place), arrays above this size (cached features: GBs) are gathered from NumPy in
+# place instead of being copied into a TensorFlow constant (with that copy and predict()'s concatenation, a 60k-image
+# cache peaked at 6.2 GB RSS, now 2.3). Smaller ones (images) keep the all-TensorFlow gather, which holds no GIL in
+# the input pipeline.
 IN_PLACE_BYTES = 256 * 2**20
 
 
@@ -129,9 +131,14 @@ def make_dataset(
     if in_place is None:
         in_place = x.nbytes > IN_PLACE_BYTES
     if in_place:
+        # tf.numpy_function keeps `take` for the life of the process (TensorFlow ties it to the global graph), so
+        # `take` reaches the arrays only through `source`, emptied once the dataset is gone (its iterators keep it)
+        source = [x, y]
+        weakref.finalize(order, source.clear)
 
         def take(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return x[index].astype(np.float32, copy=False).reshape(len(index), *shape), y[index]
+            images, labels = source
+            return images[index].astype(np.float32, copy=False).reshape(len(index), *shape), labels[index]
 
         def gather(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             batch, labels = tf.numpy_function(take, [index], (tf.float32, tf.as_dtype(y.dtype)), stateful=False)
