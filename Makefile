@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/installed-$(TF)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: repro test lint plots bench sweep-shard
+.PHONY: repro test lint plots bench sweep-shard docs
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))' 2>/dev/null || { \
@@ -28,7 +28,9 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,$(TF)]'
 	touch $@
 
+# params.yaml checked first by the stages' own strict reader: one line for a bad file, where DVC could hang on it
 repro: $(INSTALLED)
+	$(PY) -m tlpipe.params
 	dvc repro
 
 test: $(INSTALLED)
@@ -55,3 +57,8 @@ bench: $(INSTALLED)
 sweep-shard: $(INSTALLED)
 	@test -n "$(SHARD)" || { echo "make: sweep-shard needs SHARD=i/n, e.g. make sweep-shard SHARD=2/4" >&2; exit 1; }
 	$(PY) -m tlpipe.shard $(SHARD)
+
+# Every marked table in README.md and docs/*.md, rendered from the results files in the workspace. Needs only
+# Python 3 (the standard library), not .venv. `make test` checks the tables as committed at HEAD.
+docs:
+	$(PYTHON) benchmarks/doc_tables.py --write

@@ -7,8 +7,8 @@ project with data/ linked in), its `dvc exp run -S`-style overrides, and optiona
 variant whose models/ it starts from (so a fine-tuning variant need not pretrain again), or `workspace` for this
 project's own models/. For every stage it
 records the last epoch's validation accuracy and loss, the best validation accuracy, the training seconds and
-seconds per epoch, from the stage's DVCLive logs. The README's "How the defaults were chosen" table is
-rendered from the JSON (`--render`); results already in --out are kept unless re-run.
+seconds per epoch, from the stage's DVCLive logs, with the machine and the date. docs/recipe.md's table is
+rendered from the JSON (`make docs`; `--render` prints it); results already in --out are kept unless re-run.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ import json
 import shlex
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` importable when run as a script
+from benchmarks.bench import cpu_info, timed
+from benchmarks.doc_tables import render_recipes
 from benchmarks.run import ROOT, copy_project, stage_env
-from tlpipe.bench import timed
 from tlpipe.io import write_json
 from tlpipe.live import read_curve, read_summary
 
@@ -40,7 +42,8 @@ def run_variant(variant: dict, work: Path, data: Path, env: dict, done: dict) ->
     elif variant.get("reuse"):
         shutil.copytree(Path(done[variant["reuse"]]["workdir"]) / "models", work / "models")
     commands = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
-    out = {"set": variant.get("set", []), "reuse": variant.get("reuse"), "workdir": str(work), "stages": {}}
+    out = {"set": variant.get("set", []), "reuse": variant.get("reuse"), "workdir": str(work), "stages": {},
+           "machine": cpu_info()["model"], "date": time.strftime("%Y-%m-%d")}
     for stage in variant["stages"]:
         result = timed(shlex.split(commands[stage]["cmd"]), cwd=str(work), env=env)
         if result["returncode"]:
@@ -62,16 +65,6 @@ def run_variant(variant: dict, work: Path, data: Path, env: dict, done: dict) ->
     return out
 
 
-def render(results: dict) -> str:
-    lines = ["| variant | change | stage | val. accuracy (last epoch) | val. loss | epochs | s / epoch |",
-             "|---|---|---|---:|---:|---:|---:|"]
-    for name, r in results.items():
-        for stage, s in r["stages"].items():
-            lines.append(f"| {name} | {r.get('what', '')} | {stage} | {s['val_accuracy']:.4f} | {s['val_loss']:.4f} "
-                         f"| {s['epochs']} | {s['seconds_per_epoch']:.1f} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", type=Path, nargs="?", default=ROOT / "benchmarks" / "recipes.yaml")
@@ -79,11 +72,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tlpipe-recipes"))
     parser.add_argument("--only", nargs="*", help="run just these variants")
-    parser.add_argument("--render", action="store_true", help="print the README table of --out and exit")
+    parser.add_argument("--render", action="store_true", help="print docs/recipe.md's table of --out and exit")
     args = parser.parse_args()
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     if args.render:
-        print(render(results))
+        print(render_recipes(results))
         return
     env = stage_env()
     for variant in yaml.safe_load(args.variants.read_text()):

@@ -9,8 +9,8 @@ frozen, project frozen_head, and so on, then the project's `compare` (timed, not
 that a slow spell of the machine hits both sides rather than one. The project's stages run exactly as
 dvc.yaml's `cmd`s, with the repository's params.yaml (epochs per stage from it, `--set` overrides applied to
 the copy). Then a no-op `dvc repro` is timed in the repository itself (only if `dvc status` is clean). Writes
-a JSON report and prints the tables of the README's "Performance" section. Takes about as long as two full
-pipelines.
+a JSON report (with the machine and the date) and prints the tables of docs/performance.md (`make docs` renders
+them there). Takes about as long as two full pipelines.
 
     python benchmarks/run.py --render benchmarks/report.json   (the tables of a report; runs nothing)
 """
@@ -25,19 +25,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
 
-from tlpipe.bench import cpu_info, matmul_gflops, timed, training_flops
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` importable when run as a script
+from benchmarks.bench import cpu_info, matmul_gflops, timed, training_flops
+from benchmarks.doc_tables import PHASES, render_performance, render_targets
 from tlpipe.data import load_npz
 from tlpipe.io import write_json
 from tlpipe.model import build_model
 from tlpipe.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-# reference phase -> project stage that does the same job
-PHASES = {"pretrain": "pretrain", "frozen": "frozen_head", "finetune": "finetune", "scratch": "scratch"}
 FULL_MODEL = ("pretrain", "finetune", "scratch")  # phases that train the whole model
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "tlpipe"]
 
@@ -171,6 +172,7 @@ def summarize(reference: dict, project: dict, gflops: float, flops: dict, noop: 
     return {
         "command": " ".join(argv),
         "machine": cpu_info(),
+        "date": time.strftime("%Y-%m-%d"),
         "order": order,
         "reference_reused": reference_reused,
         "matmul_gflops": round(gflops, 1),
@@ -192,67 +194,6 @@ def summarize(reference: dict, project: dict, gflops: float, flops: dict, noop: 
     }
 
 
-def table(report: dict) -> str:
-    ref, proj = report["reference"]["phases"], report["project"]["stages"]
-    lines = ["| phase | reference s | project s | speedup | reference img/s | project img/s "
-             "| reference test acc | project test acc | project peak RSS MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for phase, stage in PHASES.items():
-        r, p = ref[phase], proj[stage]
-        lines.append(f"| {stage} | {r['seconds']:.1f} | {p['seconds']:.1f} | {r['seconds'] / p['seconds']:.2f}x "
-                     f"| {r['images_per_second']:.0f} | {p['images_per_second']:.0f} | {r['test_accuracy']:.4f} "
-                     f"| {p['test_accuracy']:.4f} | {p['peak_rss_mb']} |")
-    lines.append(f"| **total** | {report['reference']['total_seconds']:.1f} | {report['project']['total_seconds']:.1f} "
-                 f"| {report['speedup']['total']:.2f}x | | | | | {report['peak_rss_mb']} |")
-    return "\n".join(lines)
-
-
-# The issue's targets and accuracy bars (test set, default params). Targets, not results.
-BARS = {"pretrain": 0.92, "finetune": 0.993, "scratch": 0.993}
-BAR_NAMES = {"pretrain": "pretrain", "finetune": "finetune (MNIST transfer)", "scratch": "scratch"}
-TARGETS = {"time_ratio_total": 0.5, "frozen_head": 4.0, "noop_repro_seconds": 3.0, "peak_rss_mb": 3000}
-
-
-def below_reference(report: dict) -> list[str]:
-    """The project stages whose test accuracy is below the reference's phase that does the same job."""
-    accuracy = report["test_accuracy"]
-    return [f"{stage} {accuracy['project'][stage]:.4f} < {accuracy['reference'][phase]:.4f}"
-            for phase, stage in PHASES.items() if accuracy["project"][stage] < accuracy["reference"][phase]]
-
-
-def targets(report: dict) -> str:
-    """The issue's targets against this report, one row per target, as a Markdown table (copied into the README)."""
-    ref_total, proj_total = report["reference"]["total_seconds"], report["project"]["total_seconds"]
-    ratio = report["time_ratio_total"]
-    accuracy = report["test_accuracy"]
-    below = below_reference(report)
-    reused = report["reference_reused"]
-    note = "; reference from an earlier report" if reused else ""
-    noop, rss, frozen = report["noop_repro_seconds"], report["peak_rss_mb"], report["speedup"]["frozen_head"]
-    rows = [
-        (f"project total wall time ≤ {TARGETS['time_ratio_total']:g}× the reference's",
-         f"{ratio:.2f}× ({proj_total:.1f} s against {ref_total:.1f} s{note})",
-         proj_total <= TARGETS["time_ratio_total"] * ref_total),
-        ("every phase's project test accuracy ≥ the reference's in the same run",
-         ("below: " + ", ".join(below) if below else "all phases at or above")
-         + (" (reference from an earlier report)" if reused else ""),
-         not below),
-    ]
-    rows += [(f"{BAR_NAMES[stage]} test accuracy ≥ {bar:g}", f"{accuracy['project'][stage]:.4f}",
-              accuracy["project"][stage] >= bar) for stage, bar in BARS.items()]
-    rows += [
-        (f"`frozen_head` ≥ {TARGETS['frozen_head']:g}× faster than the reference's frozen phase",
-         f"{frozen:.2f}× faster", frozen >= TARGETS["frozen_head"]),
-        (f"no-op `dvc repro` ≤ {TARGETS['noop_repro_seconds']:g} s",
-         "not measured" if noop is None else f"{noop:.2f} s",
-         noop is not None and noop <= TARGETS["noop_repro_seconds"]),
-        (f"peak RSS per stage ≤ {TARGETS['peak_rss_mb']} MB", f"{rss} MB", rss <= TARGETS["peak_rss_mb"]),
-    ]
-    lines = ["| target | this report | met |", "|---|---|---|"]
-    lines += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in rows]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT / "data")
@@ -262,13 +203,13 @@ def main() -> None:
     parser.add_argument("--reuse-reference", type=Path, metavar="REPORT",
                         help="take the reference's phases from an earlier report instead of re-running them")
     parser.add_argument("--render", type=Path, metavar="REPORT",
-                        help="print the README tables of an existing report and exit (runs nothing)")
+                        help="print docs/performance.md's tables of an existing report and exit (runs nothing)")
     parser.add_argument("--measure-noop", type=Path, metavar="REPORT",
                         help="time the no-op `dvc repro` again (the pipeline must be up to date) into REPORT")
     args = parser.parse_args()
     if args.render:
         report = json.loads(args.render.read_text())
-        print(table(report), targets(report), sep="\n\n")
+        print(render_performance(report), render_targets(report), sep="\n\n")
         return
     if args.measure_noop:
         env = stage_env(None)
@@ -278,7 +219,7 @@ def main() -> None:
             raise SystemExit("dvc status is not clean: run `dvc repro` first")
         report["noop_command"] = " ".join(["python", "benchmarks/run.py", *sys.argv[1:]])
         write_json(args.measure_noop, report)
-        print(targets(report))
+        print(render_targets(report))
         return
     for npz in ("mnist.npz", "fashion_mnist.npz"):
         if not (args.data / npz).is_file():
@@ -298,8 +239,7 @@ def main() -> None:
     report = summarize(reference, project, gflops, flops, noop, ["python", "benchmarks/run.py", *sys.argv[1:]],
                        order=order, reference_reused=args.reuse_reference is not None)
     write_json(args.out, report)
-    print(table(report))
-    print(targets(report))
+    print(render_performance(report), render_targets(report), sep="\n\n")
     print(json.dumps({k: report[k] for k in ("speedup", "time_ratio_total", "noop_repro_seconds", "peak_rss_mb",
                                               "matmul_gflops", "train_fraction_of_peak")}, indent=2))
 

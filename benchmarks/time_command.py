@@ -1,9 +1,11 @@
-"""Run a command and record its wall time in a JSON file of named timings (e.g. a full `dvc repro`), with the
-peak RSS of its largest process (for `dvc repro`, the largest stage's).
+"""Run a command and record its wall time in a JSON file of named timings, with the machine and the date, and
+the peak RSS of its largest process (for `dvc repro` or `make repro`, the largest stage's).
 
-    python benchmarks/time_command.py --name sweep --out benchmarks/repro_times.json -- dvc repro data_efficiency
+    python3 benchmarks/time_command.py --name "make repro" --out benchmarks/repro_times.json -- make repro
+    python3 benchmarks/time_command.py --name "make test" --out benchmarks/repro_times.json -- make test
 
-The README's wall times come from this file. Exits with the command's exit code (and records nothing on failure).
+The quick start's timings (README.md) are this file's, rendered by `make docs`. Needs only Python 3 (no .venv), so
+it can time the first `make repro` of a fresh clone. Exits with the command's exit code; records nothing on failure.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from tlpipe.bench import cpu_info, timed  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` importable when run as a script
+from benchmarks.bench import cpu_info, timed  # noqa: E402
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ import argparse
 from pathlib import Path
 
 from tlpipe.cli import run
-from tlpipe.io import atomic_dir, atomic_path, reproducible_zip
+from tlpipe.errors import PipelineError
+from tlpipe.io import atomic_dir, atomic_path, check_writable, reproducible_zip
 from tlpipe.model import build_model, inference_model
 from tlpipe.params import load_params
 from tlpipe.transfer import load_weights
@@ -28,7 +29,10 @@ def main() -> None:
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"models/{name}.named.h5")
     parser.add_argument("--out", type=Path, required=True, help="folder for the .keras files and SavedModels")
     args = parser.parse_args()
+    import tensorflow as tf  # after tlpipe, which quiets TensorFlow's start-up notices
+
     params = load_params()
+    check_writable(args.out / "model.keras")
     models = {}
     for name, (task, weights) in MODELS.items():  # load all first: a bad weights file leaves no new output
         model = build_model(task, params.model, params.base.image_size)
@@ -40,7 +44,10 @@ def main() -> None:
             reproducible_zip(tmp)  # the same model gives the same bytes (and md5 in dvc.lock) on every run
         if name in SERVED:
             with atomic_dir(args.out / f"{name}.savedmodel") as tmp:
-                model.export(str(tmp), format="tf_saved_model", verbose=False)
+                try:
+                    model.export(str(tmp), format="tf_saved_model", verbose=False)
+                except tf.errors.OpError as e:  # TensorFlow's own writes (a full disk, say) fail with these
+                    raise PipelineError(f"{args.out / f'{name}.savedmodel'}: cannot write ({e.message})") from e
 
 
 if __name__ == "__main__":

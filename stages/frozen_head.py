@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from tlpipe.cli import run
-from tlpipe.io import write_json
+from tlpipe.io import check_writable, write_json
 from tlpipe.model import build_model
 from tlpipe.params import load_params
 from tlpipe.train import load_train_val, make_deterministic, train_and_save
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("logs", type=Path)
     args = parser.parse_args()
     params = load_params()
+    check_writable(args.report_out)
     make_deterministic(params.base.seed, params.base.deterministic)
     data = load_train_val(args.data, params.base)
     model = build_model("mnist", params.model, params.base.image_size)
@@ -39,6 +40,7 @@ def main() -> None:
     train_and_save(
         model, data, params.frozen_head, params.base, args.logs, args.weights_out,
         head="cache" if params.frozen_head.cache_features else "stream", batch_size=params.frozen_head.batch_size,
+        key="frozen_head",
     )
     write_json(args.report_out, report)
 

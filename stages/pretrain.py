@@ -27,7 +27,7 @@ def main() -> None:
     model = build_model("fashion", params.model, params.base.image_size)
     train_and_save(
         model, data, params.pretrain, params.base, args.logs, args.weights_out,
-        batch_size=params.pretrain.batch_size,
+        batch_size=params.pretrain.batch_size, key="pretrain",
     )
 
 

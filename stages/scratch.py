@@ -24,7 +24,7 @@ def main() -> None:
     make_deterministic(params.base.seed, params.base.deterministic)
     data = load_train_val(args.data, params.base)
     model = build_model("mnist", params.model, params.base.image_size)
-    train_and_save(model, data, params.scratch, params.base, args.logs, args.weights_out)
+    train_and_save(model, data, params.scratch, params.base, args.logs, args.weights_out, key="scratch")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tlpipe.cli import run
 from tlpipe.data import load_npz
-from tlpipe.io import write_json
+from tlpipe.io import check_writable, write_json
 from tlpipe.params import SWEEP_RUNS, load_params
 from tlpipe.points import run_points
 from tlpipe.sweep import point_name
@@ -31,6 +31,7 @@ def main() -> None:
     if set(args.runs) - {"scratch"} and args.source_weights is None:
         parser.error("the transfer and frozen runs need --source-weights")
     params = load_params()
+    check_writable(args.out_dir / "record.json")
     budgets = args.budgets or params.sweep.budgets
     records = run_points(args.runs, budgets, args.seed, params, load_npz(args.data), args.source_weights)
     # Written only once every point is done, so a failure leaves none of this stage's records behind.

@@ -1,4 +1,5 @@
-"""Benchmark helpers: FLOPs counted from the architecture, and the timed child process."""
+"""The benchmark (benchmarks/run.py) and its helpers (benchmarks/bench.py): FLOPs counted from the architecture,
+the timed child process, the interleaved schedule, the report and its targets."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
+from benchmarks.bench import layer_macs, timed, training_flops
+from benchmarks.doc_tables import render_performance, render_targets
 from tests.support import ROOT, default_params
-from tlpipe.bench import layer_macs, timed, training_flops
 from tlpipe.model import build_model
 from tlpipe.params import Model
 
@@ -65,7 +67,8 @@ def test_report_ratios_and_required_keys():
     assert report["test_accuracy"]["project"]["finetune"] == 0.95
     assert report["order"] == order and report["reference_reused"] is False
     assert {"cores", "flags"} <= set(report["machine"]) and report["command"] == "bench"
-    assert "| **total** | 40.0 | 16.0 | 2.50x |" in runner.table(report)
+    assert "| **total** | 40.0 | 16.0 | 2.50x |" in render_performance(report)
+    assert f", {report['date']} (`benchmarks/report.json`" in render_performance(report).splitlines()[-1]
 
 
 def test_schedule_interleaves_the_sides_phase_by_phase():
@@ -170,7 +173,7 @@ def marks(table: str) -> list[str]:
 
 def test_targets_table_has_one_row_per_target_all_met():
     runner = load_runner()
-    table = runner.targets(make_report(runner))
+    table = render_targets(make_report(runner))
     assert table.splitlines()[:2] == ["| target | this report | met |", "|---|---|---|"]
     assert marks(table) == ["yes"] * 8
     rows = table.splitlines()[2:]
@@ -188,8 +191,8 @@ def test_targets_table_marks_missed_targets_and_names_what_missed():
         project__stages__finetune__test_accuracy=0.9921, project__stages__pretrain__test_accuracy=0.9186,
         project__total_seconds=201.0, time_ratio_total=0.503, speedup__frozen_head=3.99, noop_repro_seconds=None,
         peak_rss_mb=3001)
-    rows = runner.targets(report).splitlines()[2:]
-    assert marks(runner.targets(report)) == ["**no**"] * 4 + ["yes"] + ["**no**"] * 3
+    rows = render_targets(report).splitlines()[2:]
+    assert marks(render_targets(report)) == ["**no**"] * 4 + ["yes"] + ["**no**"] * 3
     assert "0.50× (201.0 s against 400.0 s)" in rows[0]  # 201 > 0.5 × 400 however it rounds
     # the phases below the reference's accuracy in the same run, named with both numbers
     assert "below: finetune 0.9921 < 0.9935 |" in rows[1]  # pretrain (0.9186 > 0.9000) is above its reference
@@ -200,12 +203,13 @@ def test_targets_table_marks_missed_targets_and_names_what_missed():
 
 
 def test_committed_report_has_every_key_the_readme_uses():
-    """The README's Performance tables are rendered from benchmarks/report.json (tests/test_readme.py)."""
+    """docs/performance.md's tables are rendered from benchmarks/report.json (tests/test_readme.py)."""
     report = json.loads((ROOT / "benchmarks" / "report.json").read_text())
     for key in ("reference.total_seconds", "project.total_seconds", "speedup.total", "speedup.frozen_head",
                 "speedup.per_phase", "speedup.train_images_per_second", "noop_repro_seconds", "peak_rss_mb",
                 "matmul_gflops", "train_fraction_of_peak", "test_accuracy.reference", "test_accuracy.project",
-                "command", "machine.cores", "machine.flags", "time_ratio_total", "reference_reused"):
+                "command", "machine.cores", "machine.model", "machine.flags", "date", "time_ratio_total",
+                "reference_reused"):
         value = report
         for part in key.split("."):
             value = value[part]

@@ -1,11 +1,15 @@
 import gzip
+import io
 import shutil
+import struct
+import tracemalloc
 
 import numpy as np
 import pytest
 
+import tlpipe.data as data_module
 from tests.support import idx_bytes
-from tlpipe.data import Source, check_arrays, gunzip, load_dataset, parse_idx, split_train_val, verify_sha256
+from tlpipe.data import Source, check_arrays, gunzip_idx, load_dataset, parse_idx, split_train_val, verify_sha256
 from tlpipe.errors import PipelineError
 
 
@@ -36,15 +40,45 @@ def test_parse_idx_rejects_bad_headers(payload, ndim, message):
         parse_idx(payload, ndim, "f.idx")
 
 
+def stream(data: bytes):
+    return io.BytesIO(data).read
+
+
 def test_gunzip_errors():
-    data = gzip.compress(b"hello" * 100)
-    assert gunzip(data, "f") == b"hello" * 100
+    payload = idx_bytes(np.arange(100, dtype=np.uint8))
+    data = gzip.compress(payload)
+    assert gunzip_idx(stream(data), 1, "f") == payload
     with pytest.raises(PipelineError, match="f: empty file"):
-        gunzip(b"", "f")
+        gunzip_idx(stream(b""), 1, "f")
     with pytest.raises(PipelineError, match="not a valid gzip"):
-        gunzip(data[: len(data) // 2], "f")  # truncated
+        gunzip_idx(stream(data[: len(data) // 2]), 1, "f")  # truncated
     with pytest.raises(PipelineError, match="not a valid gzip"):
-        gunzip(b"this is not gzip", "f")
+        gunzip_idx(stream(b"this is not gzip"), 1, "f")
+
+
+def test_a_gzip_bomb_stops_at_what_the_header_promises():
+    """64 MB of zeros behind a header that promises 100 bytes: refused with no more than a chunk in memory."""
+    bomb = gzip.compress(idx_bytes(np.zeros(100, np.uint8)) + bytes(64 * 2**20), compresslevel=9)
+    assert len(bomb) < 2**20
+    tracemalloc.start()
+    with pytest.raises(PipelineError, match="decompresses past the 108 bytes that its IDX header promises"):
+        gunzip_idx(stream(bomb), 1, "bomb.gz")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * 2**20, peak
+
+
+def test_a_header_promising_too_much_is_refused_before_decompressing_it():
+    header = struct.pack(">HBBIII", 0, 8, 3, 10**6, 28, 28)  # 784 MB promised
+    with pytest.raises(PipelineError, match="promises 784000016 bytes .* over the 256 MiB"):
+        gunzip_idx(stream(gzip.compress(header + bytes(1000))), 3, "big.gz")
+
+
+def test_compressed_input_is_capped(monkeypatch):
+    monkeypatch.setattr(data_module, "MAX_DOWNLOAD", 2**16)
+    noise = np.random.default_rng(0).integers(0, 256, 2**17, dtype=np.uint8)  # incompressible
+    with pytest.raises(PipelineError, match="over 0 MiB compressed"):
+        gunzip_idx(stream(gzip.compress(idx_bytes(noise))), 1, "f")
 
 
 def test_verify_sha256():
@@ -87,7 +121,7 @@ def test_falls_through_to_next_source_and_lists_failures(mirror, tmp_path):
     message = str(err.value)
     assert "could not get mnist from any source" in message
     assert "nowhere/train-images-idx3-ubyte.gz: No such file or directory" in message
-    assert "t10k-labels-idx1-ubyte.gz: payload SHA-256" in message
+    assert "t10k-labels-idx1-ubyte.gz: wrong IDX magic" in message  # the header bounds the stream: read first
     assert "DATA_MIRROR" in message
 
 

@@ -121,6 +121,8 @@ def test_unknown_layer_names(workdir, data_dir, tmp_path, key, names, message):
     fashion = tmp_path / "fashion.named.h5"
     weights_for(tmp_path, "fashion", fashion)
     set_param(workdir / "params.yaml", key, names)
+    if key == "transfer.layers":  # only transferred layers may be frozen
+        set_param(workdir / "params.yaml", "transfer.freeze", names[:1])
     result = run_stage(workdir, "frozen_head", str(fashion), str(data_dir / "mnist.npz"),
                        "out.named.h5", "report.json", "logs")
     assert_one_line_error(result, "frozen_head", message)

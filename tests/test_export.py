@@ -59,6 +59,30 @@ def test_exported_models_open_without_the_package_and_predict_as_the_pipeline(tm
         expected = evaluate(weights[name], images, labels, 16)["predicted"].tolist()
         assert outside(out / f"{exported}.keras", tmp_path / "images.npy", 16) == expected, exported
     assert not list(tmp_path.rglob(".*.tmp*")), "temporary files left behind"
+    # A second export, in another process (other memory addresses), writes the same bytes
+    again = run_stage(tmp_path, "export", "--fashion", "fashion.named.h5", "--finetune", "finetune.named.h5",
+                      "--scratch", "scratch.named.h5", "--out", "again")
+    assert again.returncode == 0, again.stderr
+    for name in ("fashion", "transfer", "scratch"):
+        assert (out / f"{name}.keras").read_bytes() == (tmp_path / "again" / f"{name}.keras").read_bytes(), name
+
+
+def test_a_weights_file_holding_nan_is_refused_before_any_output(tmp_path, params_file):
+    params = load_params(params_file)
+    for name, task in (("fashion", "fashion"), ("finetune", "mnist"), ("scratch", "mnist")):
+        model = build_model(task, params.model, params.base.image_size)
+        if name == "scratch":
+            kernel, bias = model.get_layer("conv2").get_weights()
+            kernel[0, 0, 0, 0] = np.nan
+            model.get_layer("conv2").set_weights([kernel, bias])
+        save_weights(model, tmp_path / f"{name}.named.h5")
+    result = run_stage(tmp_path, "export", "--fashion", "fashion.named.h5", "--finetune", "finetune.named.h5",
+                       "--scratch", "scratch.named.h5", "--out", "models")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: export: scratch.named.h5: layer 'conv2' holds NaN or infinite weights; the run that wrote them "
+        "diverged: re-run that stage with a lower learning rate"]
+    assert not (tmp_path / "models").exists()
 
 
 def test_export_with_a_bad_weights_file_leaves_no_output(tmp_path, params_file):

@@ -78,7 +78,7 @@ def test_every_failure_is_listed(server, mirror):
     assert f"{base}/err500/train-images-idx3-ubyte.gz: HTTP 500 (after 1 attempt(s))" in message
     assert f"{base}/hang/train-images-idx3-ubyte.gz: timed out" in message
     assert f"{base}/trunc/train-images-idx3-ubyte.gz: " in message
-    assert f"{base}/wrong/train-images-idx3-ubyte.gz: payload SHA-256" in message
+    assert f"{base}/wrong/train-images-idx3-ubyte.gz: IDX file has 1 dimensions, expected 3" in message
     assert "DATA_MIRROR" in message
 
 

@@ -168,23 +168,22 @@ def test_trainer_gives_each_run_a_new_optimizer_and_schedule(params_file):
     """One compiled model serves runs of different lengths: Adam restarts at step 0 and the cosine spans each run."""
     from tests.support import synthetic_arrays
     from tlpipe.model import build_model
-    from tlpipe.points import Trainer
-    from tlpipe.train import Data, make_deterministic
+    from tlpipe.train import Data, Recipe, Trainer, make_deterministic
 
     params = load_params(params_file)
     arrays = synthetic_arrays(48, 1, seed=0)
     data = Data(arrays["x_train"][:32], arrays["y_train"][:32], arrays["x_train"][32:], arrays["y_train"][32:])
     make_deterministic(0)
-    trainer = Trainer(build_model("mnist", params.model, params.base.image_size), 0.01, "cosine", eval_every=2)
+    trainer = Trainer(build_model("mnist", params.model, params.base.image_size), Recipe(0.01, "cosine"), 2)
     optimizer = trainer.model.optimizer
     for steps in (4, 8):
-        trainer.train(data, steps, 16, seed=0)
+        trainer.fit_steps(data, steps, 2, 16, seed=0)
         assert int(optimizer.iterations) == steps  # from 0 again, not on from the last run
         optimizer.iterations.assign(steps // 2)
         assert float(optimizer.learning_rate) == pytest.approx(0.005)  # half way down this run's cosine
-    constant = Trainer(build_model("mnist", params.model, params.base.image_size), 0.01, "constant", eval_every=2)
+    constant = Trainer(build_model("mnist", params.model, params.base.image_size), Recipe(0.01, "constant"), 2)
     for steps in (4, 8):
-        constant.train(data, steps, 16, seed=0)
+        constant.fit_steps(data, steps, 2, 16, seed=0)
         assert int(constant.model.optimizer.iterations) == steps
         assert float(constant.model.optimizer.learning_rate) == pytest.approx(0.01)  # not zeroed with the slots
 
@@ -197,13 +196,14 @@ def test_trainer_keeps_its_arrays_in_numpy_and_tests_one_batch_per_call(params_f
     import tlpipe.points as points
     from tests.support import synthetic_arrays
     from tlpipe.model import build_model
-    from tlpipe.train import Data, make_dataset, make_deterministic
+    from tlpipe.train import Data, Recipe, Trainer, make_dataset, make_deterministic
 
     params = load_params(params_file)
     arrays = synthetic_arrays(48, 40, seed=0)
     data = Data(arrays["x_train"][:32], arrays["y_train"][:32], arrays["x_train"][32:], arrays["y_train"][32:])
     make_deterministic(0)
-    trainer = points.Trainer(build_model("mnist", params.model, params.base.image_size), 0.01, "cosine", eval_every=2)
+    model = build_model("mnist", params.model, params.base.image_size)
+    trainer = Trainer(model, Recipe(0.01, "cosine"), steps_per_execution=2, in_place=True)
     copied, constant, run_arrays = [], tf.constant, (data.x_train, data.y_train, data.x_val, data.y_val)
 
     def spy(value, *args, **kwargs):  # did this tf.constant copy (part of) one of the run's arrays?
@@ -214,7 +214,7 @@ def test_trainer_keeps_its_arrays_in_numpy_and_tests_one_batch_per_call(params_f
     make_dataset(data.x_train, data.y_train, 16)  # the spy sees a copy: make_dataset's default for small arrays
     assert any(copied)
     copied.clear()
-    trainer.train(data, 4, 16, seed=0)
+    trainer.fit_steps(data, 4, 2, 16, seed=0)
     assert not any(copied)
     monkeypatch.undo()
 

@@ -12,11 +12,13 @@ from tests.support import set_param, synthetic_arrays
 from tlpipe.errors import PipelineError
 from tlpipe.model import build_model, split_at_features
 from tlpipe.params import load_params
-from tlpipe.points import BestWeights
 from tlpipe.report import compare_metrics, epochs_to_threshold
 from tlpipe.train import (
+    BestWeights,
     Data,
-    compile_model,
+    Recipe,
+    Schedule,
+    Trainer,
     deterministic_kernels,
     fit,
     fit_head_on_features,
@@ -181,7 +183,7 @@ def test_streamed_fit_trains_the_whole_model_on_a_gpu(setup, monkeypatch):
     monkeypatch.setattr(train_module, "fit", lambda model, *args, **kwargs: calls.append((model, kwargs)) or 0.0)
     model = frozen_model(params)
     fit_head_streamed(model, data, phase, 16, 7, NullLive())
-    assert calls == [(model, {})]
+    assert calls == [(model, {"key": ""})]
 
 
 def test_streamed_fit_trains_a_partly_frozen_extractor_whole(setup):
@@ -309,7 +311,7 @@ def test_best_weights_restores_the_start_when_the_start_was_best(setup):
     make_deterministic(0)
     model = build_model("mnist", params.model, params.base.image_size)
     start = [w.copy() for w in model.get_weights()]
-    compile_model(model, 0.01, "constant", 4)
+    Trainer(model, Recipe(0.01, "constant")).start(4)
     best = BestWeights(start_accuracy=1.1, steps_per_round=2)  # no round can beat the start
     model.fit(make_dataset(data.x_train, data.y_train, 16, shuffle_seed=7, repeat=True), epochs=2, steps_per_epoch=2,
               validation_data=make_dataset(data.x_val, data.y_val, 16), callbacks=[best], verbose=0)
@@ -393,7 +395,7 @@ def test_pretrain_trains_in_batches_of_its_own_batch_size(params_file, monkeypat
     calls = []
     monkeypatch.setattr(pretrain_stage, "train_and_save", lambda *args, **kwargs: calls.append(kwargs))
     pretrain_stage.main()
-    assert calls == [{"batch_size": 24}]
+    assert [call["batch_size"] for call in calls] == [24]
 
 
 class NullLiveContext:
@@ -402,3 +404,44 @@ class NullLiveContext:
 
     def __exit__(self, *exc):
         return False
+
+
+@pytest.mark.parametrize("lr, warmup", [(0.002, 0.1), (0.001, 0.0), (0.004, 0.5)])
+def test_schedule_gives_keras_cosine_numbers_at_every_run_length(lr, warmup):
+    """One Schedule, restarted for runs of other lengths, gives at every step exactly the numbers of a Keras
+    CosineDecay made for that run (the pipeline's phases and the sweep's runs train under it)."""
+    import keras
+
+    schedule = Schedule()
+    for total in (7, 300, 431):
+        schedule.start(Recipe(lr, "cosine", warmup), total)
+        warm = min(round(warmup * total), total - 1)
+        cosine = keras.optimizers.schedules.CosineDecay
+        own = cosine(lr, total) if not warm else cosine(0.0, total - warm, warmup_target=lr, warmup_steps=warm)
+        for step in range(total + 3):
+            assert float(schedule(step)) == float(own(step)), (total, step)
+    schedule.start(Recipe(lr, "constant", warmup), 50)
+    assert {float(schedule(step)) for step in (0, 25, 60)} == {float(np.float32(lr))}
+
+
+def test_a_trainer_run_again_from_fresh_weights_matches_a_new_trainer(setup):
+    """Trainer.start resets what a run depends on (weights, BatchNorm statistics, the dropout's seed state,
+    Adam's slots and step, the schedule): a second run on a used Trainer equals the same run on a new one,
+    with every part of a Recipe in use (warm-up, label smoothing, shifts)."""
+    params, data, _ = setup
+    recipe = Recipe(0.01, "cosine", warmup=0.25, label_smoothing=0.1, shift=1)
+
+    def fresh():
+        make_deterministic(3)
+        return build_model("mnist", params.model, params.base.image_size)
+
+    used = Trainer(fresh(), recipe, steps_per_execution=2)
+    used.fit_steps(data, 4, 2, 16, seed=1)  # an earlier, different run
+    used.fit_steps(data, 6, 2, 16, seed=5, fresh=fresh())
+    new = Trainer(fresh(), recipe, steps_per_execution=2)
+    new.fit_steps(data, 6, 2, 16, seed=5)
+    assert int(used.model.optimizer.iterations) == int(new.model.optimizer.iterations) == 6
+    for a, b in zip(used.model.get_weights(), new.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    untrained = fresh().get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(untrained, new.model.get_weights(), strict=True))

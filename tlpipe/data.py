@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import struct
@@ -11,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,9 @@ FILES = {
 NUM_CLASSES = 10
 _UBYTE = 0x08
 _CHUNK = 1 << 20
+# Bounds on one file, whatever a source sends: MNIST's largest is 9.9 MB compressed, 47 MB decompressed.
+MAX_DOWNLOAD = 64 * 2**20
+MAX_PAYLOAD = 256 * 2**20
 
 
 def parse_idx(payload: bytes, ndim: int, name: str) -> np.ndarray:
@@ -61,14 +64,56 @@ def verify_sha256(payload: bytes, expected: str, name: str) -> None:
         raise PipelineError(f"{name}: payload SHA-256 {actual[:16]}... does not match the pinned {expected[:16]}...")
 
 
-def gunzip(data: bytes, name: str) -> bytes:
-    """Decompress gzip bytes, turning corrupt or truncated input into a PipelineError."""
-    if not data:
+def idx_size(header: bytes, ndim: int, name: str) -> int:
+    """The whole payload's size that an IDX header promises; refuses a wrong header or one over MAX_PAYLOAD."""
+    zero, dtype, dims = struct.unpack(">HBB", header[:4])
+    if zero != 0 or dtype != _UBYTE:
+        raise PipelineError(f"{name}: wrong IDX magic 0x{header[:4].hex()} (expected 0x000008{ndim:02x})")
+    if dims != ndim:
+        raise PipelineError(f"{name}: IDX file has {dims} dimensions, expected {ndim}")
+    shape = struct.unpack(f">{ndim}I", header[4 : 4 + 4 * ndim])
+    size = 4 + 4 * ndim + int(np.prod(shape, dtype=np.int64))
+    if size > MAX_PAYLOAD:
+        raise PipelineError(f"{name}: IDX header promises {size} bytes for shape {shape}, over the "
+                            f"{MAX_PAYLOAD >> 20} MiB a dataset file may hold")
+    return size
+
+
+def gunzip_idx(read: Callable[[int], bytes], ndim: int, name: str) -> bytes:
+    """Decompress a gzip'd IDX file from `read` as a stream: never more than its header promises (at most
+    MAX_PAYLOAD) comes out, and never more than MAX_DOWNLOAD compressed bytes are read."""
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    header = 4 + 4 * ndim
+    out, limit, taken = bytearray(), header, 0
+
+    def take(data: bytes) -> None:
+        nonlocal limit
+        while True:
+            try:
+                piece = inflate.decompress(data, limit - len(out) + 1)  # one byte over the limit shows an overflow
+            except zlib.error as e:
+                raise PipelineError(f"{name}: not a valid gzip file ({e})") from e
+            out.extend(piece)
+            if limit == header and len(out) >= header:
+                limit = idx_size(bytes(out[:header]), ndim, name)
+            if len(out) > limit:
+                raise PipelineError(f"{name}: decompresses past the {limit} bytes that its IDX header promises")
+            data = inflate.unconsumed_tail
+            if inflate.eof or not (data or piece):
+                return
+
+    while not inflate.eof and (chunk := read(_CHUNK)):
+        taken += len(chunk)
+        if taken > MAX_DOWNLOAD:
+            raise PipelineError(f"{name}: over {MAX_DOWNLOAD >> 20} MiB compressed, more than a dataset file may be")
+        take(chunk)
+    if not taken:
         raise PipelineError(f"{name}: empty file")
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as e:
-        raise PipelineError(f"{name}: not a valid gzip file ({e})") from e
+    if not inflate.eof:
+        take(b"")  # output held back by the limit
+    if not inflate.eof:
+        raise PipelineError(f"{name}: not a valid gzip file (truncated)")
+    return bytes(out)
 
 
 def check_arrays(arrays: dict[str, np.ndarray], image_size: int, name: str) -> None:
@@ -100,27 +145,45 @@ def sources_for(folder: str, mirror: str | None, dirs: list[str], urls: list[str
     return found + [Source(d) for d in dirs] + [Source(u.rstrip("/") + "/") for u in urls]
 
 
-def _read_url(url: str, timeout: float, log) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (https/http only, from params)
+class _Retry(Exception):
+    """A transfer that broke off: worth another attempt."""
+
+
+def _read_url(url: str, ndim: int, timeout: float, log) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (https only, from params)
         total = int(response.headers.get("Content-Length") or 0)
-        chunks, got, shown = [], 0, 0
-        while chunk := response.read(_CHUNK):
-            chunks.append(chunk)
+        if total > MAX_DOWNLOAD:
+            raise PipelineError(f"{url}: {total} bytes, over the {MAX_DOWNLOAD >> 20} MiB a dataset file may be")
+        got, shown = 0, 0
+
+        def read(size: int) -> bytes:
+            nonlocal got, shown
+            chunk = response.read(size)
             got += len(chunk)
             if total and got * 4 // total > shown:
                 shown = got * 4 // total
                 log(f"    {url}: {got * 100 // total}% of {total / 1e6:.1f} MB")
+            return chunk
+
+        try:
+            payload = gunzip_idx(read, ndim, url)
+        except PipelineError:
+            if total and got < total:  # the stream ended early: the transfer broke, not the file
+                raise _Retry(f"truncated download ({got} of {total} bytes)") from None
+            raise
         if total and got != total:
-            raise PipelineError(f"{url}: truncated download ({got} of {total} bytes)")
-        return b"".join(chunks)
+            raise _Retry(f"truncated download ({got} of {total} bytes)")
+        return payload
 
 
-def fetch(source: Source, filename: str, timeout: float, retries: int, backoff: float, log) -> bytes:
-    """Read one .gz file from a source; URLs get `retries` attempts with exponential backoff."""
+def fetch(source: Source, filename: str, ndim: int, timeout: float, retries: int, backoff: float, log) -> bytes:
+    """One .gz file's IDX payload from a source, decompressed as it is read; URLs get `retries` attempts with
+    exponential backoff when the transfer fails (not when the bytes are wrong)."""
     if not source.is_url:
         path = Path(source.location) / filename
         try:
-            return path.read_bytes()
+            with path.open("rb") as f:
+                return gunzip_idx(f.read, ndim, str(path))
         except OSError as e:
             raise PipelineError(f"{path}: {e.strerror}") from e
     url = source.location + filename
@@ -129,12 +192,12 @@ def fetch(source: Source, filename: str, timeout: float, retries: int, backoff: 
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
         try:
-            return _read_url(url, timeout, log)
+            return _read_url(url, ndim, timeout, log)
         except urllib.error.HTTPError as e:
             last = f"HTTP {e.code}"
             if e.code < 500:
                 break  # 4xx will not get better by retrying
-        except (urllib.error.URLError, OSError, http.client.HTTPException, PipelineError) as e:
+        except (urllib.error.URLError, OSError, http.client.HTTPException, _Retry) as e:
             last = str(getattr(e, "reason", e)) or type(e).__name__
     raise PipelineError(f"{url}: {last} (after {attempt + 1} attempt(s))")
 
@@ -155,8 +218,8 @@ def load_dataset(
             arrays = {}
             for stem, (key, ndim) in FILES.items():
                 label = f"{source.location.rstrip('/')}/{stem}.gz"
-                payload = gunzip(fetch(source, f"{stem}.gz", timeout, retries, backoff, log), label)
-                # Verify before parsing: nothing unpinned is ever interpreted.
+                payload = fetch(source, f"{stem}.gz", ndim, timeout, retries, backoff, log)
+                # Verify before parsing: of unpinned bytes only the IDX header is read, to bound the stream.
                 verify_sha256(payload, sha256[stem], label)
                 arrays[key] = parse_idx(payload, ndim, label).copy()
                 log(f"  {stem}: {arrays[key].shape} ok")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -13,8 +14,24 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from tlpipe.errors import PipelineError
+
 # Temporary files of atomic writes in progress, so that an interrupt handler can remove them before exiting.
 PENDING: set[Path] = set()
+# The stage's parent process (dvc) as cli.run found it; once another process has adopted the stage, dvc is gone.
+PARENT: int | None = None
+
+
+def orphaned() -> bool:
+    return PARENT is not None and os.getppid() != PARENT
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Rename a finished temporary output onto `path`, unless the stage was orphaned: then the next `dvc repro`
+    may be writing the same outputs, and a late rename would race it."""
+    if orphaned():
+        raise PipelineError(f"{path}: not written, the dvc process that ran this stage is gone")
+    os.replace(tmp, path)
 
 
 def remove_pending() -> None:
@@ -42,7 +59,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
+        _publish(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
         PENDING.discard(tmp_path)
@@ -59,6 +76,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         old = None
+        if orphaned():
+            raise PipelineError(f"{path}: not written, the dvc process that ran this stage is gone")
         if path.exists():  # moved aside first, so that some complete version is always in place
             old = path.with_name(f".{path.name}.old.tmp")
             shutil.rmtree(old, ignore_errors=True)
@@ -71,10 +90,29 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         PENDING.discard(tmp_path)
 
 
+def check_writable(*paths: str | Path) -> None:
+    """Raise PipelineError naming the first path that can't be written (its folder can't be made, or takes no new
+    file): checked before the work, so that a read-only or missing output folder fails at once."""
+    for path in map(Path, paths):
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:  # made later, inside the nearest existing folder
+            folder = folder.parent
+        try:
+            if not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise PipelineError(f"{path}: cannot write here ({e.strerror})") from e
+
+
 def reproducible_zip(path: Path) -> None:
     """Rewrite a zip archive (a `.keras` file) with fixed timestamps, so that equal contents give equal bytes.
 
     Keras stamps `metadata.json` with the save time and every entry with the clock; both are set to constants.
+    `config.json` marks objects shared between layers (the dtype policy) with `shared_object_id`, a Python memory
+    address; each is renumbered by its first appearance, which keeps the sharing and drops the address.
     """
     with zipfile.ZipFile(path) as archive:
         entries = [(info.filename, archive.read(info)) for info in archive.infolist()]
@@ -84,8 +122,20 @@ def reproducible_zip(path: Path) -> None:
                 meta = json.loads(payload)
                 meta["date_saved"] = "1980-01-01@00:00:00"
                 payload = json.dumps(meta).encode()
+            elif name == "config.json":
+                payload = json.dumps(_renumber_shared(json.loads(payload), {})).encode()
             archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), payload,
                              compress_type=zipfile.ZIP_DEFLATED)
+
+
+def _renumber_shared(node: object, ids: dict) -> object:
+    if isinstance(node, dict):
+        if "shared_object_id" in node:
+            node["shared_object_id"] = ids.setdefault(node["shared_object_id"], len(ids) + 1)
+        return {key: _renumber_shared(value, ids) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_renumber_shared(value, ids) for value in node]
+    return node
 
 
 def write_text(path: str | Path, text: str) -> None:

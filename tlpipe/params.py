@@ -45,8 +45,9 @@ def _unique(values: list) -> bool:
     return len(set(values)) == len(values)
 
 
-# Value types: strict (ints reject bools and floats, bools and strings must be exactly that), numbers accept ints.
-Number = Annotated[float, BeforeValidator(_number)]
+# Value types: strict (ints reject bools and floats, bools and strings must be exactly that), numbers accept ints
+# and must be finite (YAML reads .inf and .nan as floats).
+Number = Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[int, Field(ge=0)]
 Positive = Annotated[Number, Field(gt=0)]
@@ -57,6 +58,8 @@ Sha256 = Annotated[str, _rule(_SHA256.match, "must be 64 lowercase hex digits")]
 LayerNames = Annotated[
     list[str], _rule(bool, "must name at least one layer"), _rule(_unique, "lists a layer twice")
 ]
+Url = Annotated[str, _rule(lambda url: url.startswith("https://"), "must be an https:// address (plain http can be "
+                          "rewritten on the way, and a download is bounded only by what it claims)")]
 Schedule = Literal["constant", "cosine"]  # constant, or cosine decay to 0 over the phase
 
 SCHEDULES = typing.get_args(Schedule)
@@ -86,7 +89,7 @@ class Download(_Section):
     retries: Count
     backoff_s: Annotated[Number, Field(ge=0)]
     dirs: dict[Key, list[str]]
-    urls: dict[Key, list[str]]
+    urls: dict[Key, list[Url]]
     sha256: dict[Key, dict[Key, Sha256]]
 
 
@@ -125,6 +128,18 @@ class Pretrain(Train):
 class Transfer(_Section):
     layers: LayerNames
     freeze: LayerNames
+
+    @model_validator(mode="after")
+    def _freeze_only_transferred(self) -> Self:
+        # A frozen layer that was not transferred stays at its random init: the new head, say, would then train
+        # nothing at all.
+        fresh = [name for name in self.freeze if name not in self.layers]
+        if fresh:
+            raise ValueError(
+                f"{{where}}.freeze names '{fresh[0]}', which {{where}}.layers does not transfer; only transferred "
+                "layers can be frozen (a frozen new layer stays random, and a frozen head trains nothing)"
+            )
+        return self
 
 
 class FrozenHead(Train):
@@ -194,14 +209,50 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise PipelineError(f"{path}: cannot read ({e.strerror}); run from the repository root") from e
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise PipelineError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    raw = read_yaml(text, path)
     try:
         return Params.model_validate(raw)
     except ValidationError as e:
         raise PipelineError(_explain(e, raw).replace("params.yaml", str(path), 1)) from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as DVC reads params.yaml, or stricter: no key twice in a mapping (DVC refuses the file; PyYAML would
+    keep the last value) and no aliases (`*name`), so that no file expands to more than it spells out."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise PipelineError(f"line {mark.line + 1}: YAML aliases (*name) are not allowed here; write the value out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise PipelineError(f"line {key_node.start_mark.line + 1}: key '{key}' appears twice in one mapping")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(text: str, path: str | Path) -> object:
+    """Parse a params file with _StrictLoader; any problem is a PipelineError naming `path` and the line."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+    except PipelineError as e:
+        raise PipelineError(f"{path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise PipelineError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+
+
+def main() -> None:
+    """`python -m tlpipe.params [FILE]`: check a params file as the stages will (make repro runs it first)."""
+    import sys
+
+    from tlpipe.cli import run
+
+    run(lambda: load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml"))
 
 
 # ValidationError -> one line. Of all errors, report the one a reader fixing the file top-down meets first: per
@@ -211,6 +262,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 _TYPES = {
     "int_type": "an integer",
     "float_type": "a number",
+    "finite_number": "a finite number",
     "bool_type": "true or false",
     "string_type": "a string",
     "list_type": "a list",
@@ -317,3 +369,7 @@ def _describe(value: object) -> str:
 
 def _join(where: str, key: object) -> str:
     return f"{where}.{key}" if where else str(key)
+
+
+if __name__ == "__main__":
+    main()

@@ -43,7 +43,7 @@ import traceback
 import warnings
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,9 +58,13 @@ BOX = 20  # ... with the digit scaled to fit 20x20 ...
 CENTRE = 14.0  # ... and its centre of mass at pixel (14, 14) (the mean over MNIST's test set: 13.99, 14.01)
 INK = 0.2  # the bounding box is of the pixels above this share of the ink's peak
 MIN_CONTRAST = 32  # grey levels: an image spanning fewer is blank
-MAX_PIXELS = 4096 * 4096  # larger images are refused (Pillow's decompression-bomb limit, set to this)
+MAX_PIXELS = 120_000_000  # larger images are refused (Pillow's decompression-bomb limit, set to this): a 48 MP
+# phone photo passes; JPEGs decode at a reduced scale (draft) and others are reduced right after decoding
+WORK = 512  # pixels on the longer side: larger images are scaled down before preprocessing
+MIN_SIDE = 8  # pixels: a thinner image can't hold a recognisable digit
+KEEP = 0.25  # ink marks at least this share of the largest one's mass count as part of the digit
+WIDEST = 2.0  # ink wider than this many times its height is not one digit (MNIST's widest are about 1.3)
 BATCH = 1024  # images per model call
-FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".npy")
 NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -78,6 +82,7 @@ class Item:
     image: np.ndarray | None = None  # (28, 28) uint8, MNIST form
     problem: str | None = None
     cause: BaseException | None = None
+    notes: list[str] = field(default_factory=list)  # why the image may not be one digit (Digit.notes)
 
 
 # --- pixels -> MNIST form --------------------------------------------------------------------------------------
@@ -135,29 +140,73 @@ def blank(gray: np.ndarray) -> bool:
 BLANK = f"blank (no ink: its pixels span fewer than {MIN_CONTRAST} grey levels)"
 
 
-def to_mnist(gray: np.ndarray) -> np.ndarray:
-    """A grayscale image (2-D, values 0-255, any size, either polarity) in MNIST form: (28, 28) uint8.
+def otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of values in 0-255: the level that best splits them into two classes (paper, ink)."""
+    counts = np.bincount(np.clip(values, 0, 255).astype(np.int64).ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256)
+    weight = np.cumsum(counts)
+    mass = np.cumsum(counts * levels)
+    total, total_mass = weight[-1], mass[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total_mass * weight - total * mass) ** 2 / (weight * (total - weight))
+    return float(np.nanargmax(between[:-1])) if np.isfinite(between[:-1]).any() else 0.0
 
-    Raises InputError for a blank image.
-    """
+
+@dataclass
+class Digit:
+    """An image in MNIST form, and what about the input did not look like one digit (`notes`, empty if nothing)."""
+
+    image: np.ndarray
+    notes: list[str]
+
+
+def prepare(gray: np.ndarray) -> Digit:
+    """A grayscale image (2-D, values 0-255, any size, either polarity) in MNIST form: (28, 28) uint8, with notes
+    on what does not look like one digit. Raises InputError for a blank image. (The module docstring has the
+    steps.)"""
+    from scipy import ndimage  # noqa: PLC0415 (only where images are preprocessed)
+
     gray = np.asarray(gray, np.float32)
     if gray.ndim != 2 or not gray.size:
         raise InputError(f"not a 2-D image (shape {gray.shape})")
     if blank(gray):
         raise InputError(BLANK)
+    notes = []
+    if min(gray.shape) < MIN_SIDE:
+        notes.append(f"{gray.shape[1]}x{gray.shape[0]} pixels: too thin to hold a digit")
+    if max(gray.shape) > WORK:  # the digit ends as 20x20: a phone photo's detail only costs time
+        scale = WORK / max(gray.shape)
+        size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+        gray = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BOX), np.float32)
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
     background = float(np.median(border))
     low, high = float(gray.min()), float(gray.max())
-    ink = background - gray if background - low > high - background else gray - background  # light on dark
-    np.clip(ink, 0, None, out=ink)
-    peak = float(ink.max())
-    if peak < MIN_CONTRAST:
+    lit = 255 - gray if background - low > high - background else gray  # ink light on dark from here on
+    # The paper's level at each pixel: a grey opening as wide as half the image removes every stroke narrower
+    # than that and keeps slow changes (a shadow, a gradient), which a single background level would call ink.
+    width = max(3, min(lit.shape) // 2)
+    paper = ndimage.uniform_filter(ndimage.grey_opening(lit, size=(width, width)), size=width, mode="nearest")
+    ink = np.clip(lit - np.minimum(paper, lit), 0, None)
+    if float(ink.max()) < MIN_CONTRAST:
         raise InputError(BLANK)
+    # The digit: the largest connected mark of ink above Otsu's level (and above INK of the peak), with any mark at
+    # least a quarter its size (a stroke the pen lifted from); specks, smudges and the rest are dropped.
+    strong = ink > max(otsu(ink), INK * float(ink.max()))
+    marks, count = ndimage.label(strong, structure=np.ones((3, 3)))
+    mass = ndimage.sum_labels(ink, marks, index=np.arange(1, count + 1))
+    kept_marks = np.flatnonzero(mass >= KEEP * mass.max()) + 1
+    kept = ndimage.binary_dilation(np.isin(marks, kept_marks), iterations=2)
+    ink = np.where(kept, ink, 0)
+    if mass.max() < 0.6 * mass.sum():
+        notes.append("ink in many separate marks: not one digit?")
+    peak = float(ink.max())
     ink *= 255 / peak
     rows = np.flatnonzero((ink > INK * 255).any(axis=1))
     cols = np.flatnonzero((ink > INK * 255).any(axis=0))
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     height, width = crop.shape
+    if width > WIDEST * height:
+        notes.append(f"ink {width}x{height} pixels, wider than a digit: a dash, or several digits?")
     scale = BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     digit = Image.fromarray(np.ascontiguousarray(crop)).resize(size, Image.Resampling.LANCZOS)
@@ -169,18 +218,23 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     cx = float(pixels.sum(axis=0) @ np.arange(pixels.shape[1])) / total
     canvas = Image.new("F", (SIZE, SIZE), 0.0)
     canvas.paste(Image.fromarray(pixels), (round(CENTRE - cx), round(CENTRE - cy)))  # clips at edges
-    return np.rint(np.clip(np.asarray(canvas), 0, 255)).astype(np.uint8)
+    return Digit(np.rint(np.clip(np.asarray(canvas), 0, 255)).astype(np.uint8), notes)
 
 
-def mnist_form(gray: np.ndarray, raw: bool) -> np.ndarray:
-    """`gray` (values 0-255) as the model's input image: preprocessed with `to_mnist`, or as it is if `raw`."""
+def to_mnist(gray: np.ndarray) -> np.ndarray:
+    """`gray` in MNIST form (prepare's image)."""
+    return prepare(gray).image
+
+
+def mnist_form(gray: np.ndarray, raw: bool) -> Digit:
+    """`gray` (values 0-255) as the model's input image: preprocessed with `prepare`, or as it is if `raw`."""
     if not raw:
-        return to_mnist(gray)
+        return prepare(gray)
     if gray.shape != (SIZE, SIZE):
         raise InputError(f"is {gray.shape[1]}x{gray.shape[0]}, not {SIZE}x{SIZE} (without --raw it is resized)")
     if blank(gray):
         raise InputError(BLANK)
-    return np.rint(gray).astype(np.uint8)
+    return Digit(np.rint(gray).astype(np.uint8), [])
 
 
 # --- files -> images -------------------------------------------------------------------------------------------
@@ -197,8 +251,13 @@ def open_image(path: Path) -> Image.Image:
                 if width * height > MAX_PIXELS:
                     raise InputError(f"too large: {width}x{height} pixels, over the limit of {MAX_PIXELS} "
                                      "(a possible decompression bomb)")
+                factor = max(width, height) // (2 * WORK)
+                if factor > 1:  # a JPEG decodes at 1/2, 1/4 or 1/8 scale: a photo costs no more than it needs
+                    image.draft(None, (width // factor, height // factor))
                 image.load()
-                return ImageOps.exif_transpose(image)
+                image = ImageOps.exif_transpose(image)
+                factor = max(image.size) // (2 * WORK)
+                return image.reduce(factor) if factor > 1 and image.mode not in ("P", "1") else image
     except InputError:
         raise
     except UnidentifiedImageError as e:
@@ -250,7 +309,8 @@ def read_array(path: Path, raw: bool) -> list[Item]:
         index = None if single else i
         source = name if single else f"{name}[{i}]"
         try:
-            items.append(Item(source, name, index, mnist_form(image.astype(np.float32), raw)))
+            digit = mnist_form(image.astype(np.float32), raw)
+            items.append(Item(source, name, index, digit.image, notes=digit.notes))
         except InputError as e:
             items.append(Item(source, name, index, problem=str(e), cause=e))
     return items
@@ -275,22 +335,36 @@ def read_file(path: Path, raw: bool) -> list[Item]:
             return read_array(path, raw)
         if path.suffix.lower() == ".npy":
             raise InputError("not a .npy array (no NumPy header)")
-        return [Item(name, name, None, mnist_form(grayscale(open_image(path)), raw))]
+        digit = mnist_form(grayscale(open_image(path)), raw)
+        return [Item(name, name, None, digit.image, notes=digit.notes)]
     except InputError as e:
         return [Item(name, name, None, problem=str(e), cause=e)]
 
 
+def folder_suffixes() -> tuple[str, ...]:
+    """File name endings a folder search takes: every format this Pillow can open (WebP, PPM, ...) and .npy."""
+    Image.init()
+    return (*sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN), ".npy")
+
+
 def folder_files(folder: Path) -> tuple[list[Path], list[Item]]:
-    """The image and .npy files under `folder` (recursive, sorted, hidden names skipped), and folders not read."""
-    files, failed = [], []
+    """The image and .npy files under `folder` (recursive through symlinked folders too, each real folder once;
+    sorted; hidden names skipped), and the folders that could not be read."""
+    files, failed, seen = [], [], set()
+    suffixes = folder_suffixes()
 
     def unreadable(e: OSError) -> None:
         where = e.filename or str(folder)
         failed.append(Item(str(where), str(where), None, problem=f"cannot read folder ({e.strerror})", cause=e))
 
-    for parent, dirs, names in os.walk(folder, onerror=unreadable):
+    for parent, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(parent)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        files += [Path(parent, n) for n in names if not n.startswith(".") and n.lower().endswith(FOLDER_SUFFIXES)]
+        files += [Path(parent, n) for n in names if not n.startswith(".") and n.lower().endswith(suffixes)]
     files.sort(key=lambda p: p.relative_to(folder).parts)
     return files, failed
 
@@ -312,7 +386,7 @@ def read_inputs(paths: Iterable[str], raw: bool) -> list[Item]:
             files, failed = folder_files(path)
             items += failed
             if not files and not failed:
-                items.append(Item(arg, arg, None, problem=f"folder has no images ({' '.join(FOLDER_SUFFIXES)})"))
+                items.append(Item(arg, arg, None, problem="folder has no images (nor .npy arrays)"))
             for file in files:
                 items += read_file(file, raw)
         elif not path.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import platform
 import re
@@ -18,6 +19,7 @@ from dvclive.keras import DVCLiveCallback
 
 from tlpipe.data import load_npz, split_train_val
 from tlpipe.errors import PipelineError
+from tlpipe.io import atomic_dir, check_writable
 from tlpipe.live import log_run, open_live
 from tlpipe.model import split_at_features
 from tlpipe.params import Base, Train
@@ -174,17 +176,60 @@ def make_dataset(
     return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def learning_rate(lr: float, schedule: str, total_steps: int, warmup: float = 0.0):
-    """Constant `lr`, or cosine decay to 0 over `total_steps`, after a linear warm-up over that share of them."""
-    if schedule == "constant":
-        return lr
-    warm = min(round(warmup * total_steps), total_steps - 1)  # at least one step of decay
-    if not warm:
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
-    return keras.optimizers.schedules.CosineDecay(0.0, total_steps - warm, warmup_target=lr, warmup_steps=warm)
+@dataclass(frozen=True)
+class Recipe:
+    """How a model trains, whatever it trains on: Adam at peak rate `lr` under `schedule` (constant, or cosine
+    decay to 0 after a linear `warmup` over that share of the steps), `label_smoothing`, and augmentation of the
+    training batches (`shift` pixels each way, left-right `flip`). Every phase and every sweep run is one."""
+
+    lr: float
+    schedule: str = "cosine"
+    warmup: float = 0.0
+    label_smoothing: float = 0.0
+    shift: int = 0
+    flip: bool = False
+    lr_key: str = "lr"  # the params key of `lr`, for messages
+
+    @classmethod
+    def of(cls, phase: Train, key: str = "") -> Recipe:
+        """The Recipe of params section `key` (pretrain, frozen_head, ...)."""
+        return cls(phase.lr, phase.schedule, phase.warmup, phase.label_smoothing, phase.shift,
+                   getattr(phase, "flip", False), f"{key}.lr" if key else "lr")
 
 
-def smoothed_crossentropy(label_smoothing: float, num_classes: int = 10):
+@keras.saving.register_keras_serializable("tlpipe")
+class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A Recipe's learning rate at each step, with its settings in variables: one compiled model can then train
+    run after run, each with its own length, without tracing its functions again (Trainer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.peak = keras.Variable(0.0, trainable=False, name="lr_peak")
+        self.warmup_steps = keras.Variable(0.0, trainable=False, name="lr_warmup_steps")
+        self.decay_steps = keras.Variable(1.0, trainable=False, name="lr_decay_steps")
+        self.cosine = keras.Variable(1.0, trainable=False, name="lr_cosine")  # 0: constant
+        # Keras' own cosine with warm-up: with 0 warm-up steps the same numbers as its plain cosine
+        self._cosine = keras.optimizers.schedules.CosineDecay(
+            0.0, self.decay_steps, warmup_target=self.peak, warmup_steps=self.warmup_steps
+        )
+
+    def start(self, recipe: Recipe, total_steps: int) -> None:
+        """Begin a run of `total_steps` steps."""
+        cosine = recipe.schedule == "cosine"
+        warm = min(round(recipe.warmup * total_steps), total_steps - 1) if cosine else 0  # >= 1 step of decay
+        self.peak.assign(recipe.lr)
+        self.warmup_steps.assign(float(warm))
+        self.decay_steps.assign(float(max(total_steps - warm, 1)))
+        self.cosine.assign(1.0 if cosine else 0.0)
+
+    def __call__(self, step):
+        return keras.ops.where(keras.ops.greater(self.cosine, 0.0), self._cosine(step), self.peak)
+
+    def get_config(self) -> dict:
+        return {}
+
+
+def smoothed_crossentropy(label_smoothing: float, num_classes: int):
     """Cross-entropy on integer labels with label smoothing (Keras' sparse loss has no smoothing)."""
 
     def loss(y_true, y_pred):
@@ -192,21 +237,6 @@ def smoothed_crossentropy(label_smoothing: float, num_classes: int = 10):
         return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=label_smoothing)
 
     return loss
-
-
-def compile_model(
-    model: keras.Model, lr: float, schedule: str, total_steps: int, warmup: float = 0.0, label_smoothing: float = 0.0
-) -> None:
-    """(Re-)compile with Adam under `learning_rate(...)`, with label smoothing when asked.
-
-    Needed after any change of `trainable`.
-    """
-    loss = smoothed_crossentropy(label_smoothing) if label_smoothing else "sparse_categorical_crossentropy"
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate(lr, schedule, total_steps, warmup)),
-        loss=loss,
-        metrics=["accuracy"],
-    )
 
 
 @dataclass
@@ -219,30 +249,144 @@ class Data:
     y_val: np.ndarray
 
 
+class Trainer:
+    """The one training engine: `model` compiled once under `recipe`, trained by epochs (the pipeline's phases)
+    or by steps (the sweep's runs, many per Trainer).
+
+    A compile traces the train, test and predict functions anew on first use (about 1.7 s per sweep run,
+    docs/performance.md), so a run starts instead from `start`: a fresh model's variables (weights, BatchNorm
+    statistics, the dropout's seed state), Adam's slots and step count at zero, and the schedule set for the
+    run's length. `steps_per_execution` steps run per call into the graph. `in_place` is make_dataset's.
+    """
+
+    def __init__(self, model: keras.Model, recipe: Recipe, steps_per_execution: int = 1,
+                 in_place: bool | None = None):
+        self.model, self.recipe, self.in_place = model, recipe, in_place
+        self.schedule = Schedule()
+        classes = model.output.shape[-1]
+        loss = (smoothed_crossentropy(recipe.label_smoothing, classes) if recipe.label_smoothing
+                else "sparse_categorical_crossentropy")
+        model.compile(optimizer=keras.optimizers.Adam(self.schedule), loss=loss, metrics=["accuracy"],
+                      steps_per_execution=steps_per_execution)
+
+    @functools.cached_property
+    def tester(self) -> keras.Model:
+        """The model's layers and variables in an uncompiled model, which predicts one batch per graph call:
+        Keras unrolls steps_per_execution predict steps into one graph, which held about 540 MB more after three
+        passes over MNIST's test set in batches of 512 (docs/performance.md)."""
+        return keras.Model(self.model.input, self.model.output, name=f"{self.model.name}_tester")
+
+    def load(self, fresh: keras.Model) -> None:
+        """Take every variable of `fresh`, a model of the same architecture built for the run."""
+        for mine, theirs in zip(self.model.variables, fresh.variables, strict=True):
+            mine.assign(theirs)
+
+    def start(self, total_steps: int, fresh: keras.Model | None = None) -> None:
+        """Begin a run of `total_steps` steps: `fresh`'s variables (if given), Adam's state as a new compile
+        would make it, and the schedule over the run."""
+        if fresh is not None:
+            self.load(fresh)
+        for slot in self.model.optimizer.variables:  # what a new compile's optimizer would start from
+            slot.assign(np.zeros(slot.shape, slot.dtype))
+        self.schedule.start(self.recipe, total_steps)
+
+    def _dataset(self, x, y, batch_size, seed=None, repeat=False, extract=None, train=False):
+        augment = {"shift": self.recipe.shift, "flip": self.recipe.flip} if train else {}
+        return make_dataset(x, y, batch_size, shuffle_seed=seed, repeat=repeat, extract=extract,
+                            in_place=self.in_place, **augment)
+
+    def fit_epochs(self, data: Data, epochs: int, batch_size: int, seed: int, callbacks=(), extract=None,
+                   verbose: int = 0, first_epoch: int = 1) -> None:
+        """Train for `epochs` passes over the training images, validating after each. `extract` maps each batch
+        of images to features in the input pipeline (a head on a frozen extractor, fit_head_streamed)."""
+        self.start(epochs * math.ceil(len(data.x_train) / batch_size))
+        with deterministic_kernels():
+            self.model.fit(
+                self._dataset(data.x_train, data.y_train, batch_size, seed, extract=extract, train=True),
+                validation_data=self._dataset(data.x_val, data.y_val, batch_size, extract=extract),
+                epochs=epochs,
+                callbacks=[FiniteLoss(self.recipe.lr_key, first_epoch), *callbacks],
+                shuffle=False,  # the dataset reshuffles itself, seeded
+                verbose=verbose,
+            )
+
+    def fit_steps(self, data: Data, steps: int, every: int, batch_size: int, seed: int,
+                  fresh: keras.Model | None = None) -> dict:
+        """Train for `steps` optimizer steps (a multiple of `every`) from `fresh`, validating every `every` steps.
+
+        Model selection on the validation split only: the model ends with the weights of the best validation
+        accuracy seen, the starting weights included. Returns that accuracy and its step.
+        """
+        if steps % every:
+            raise ValueError(f"steps={steps} is not a multiple of every={every}")
+        self.start(steps, fresh)
+        val = self._dataset(data.x_val, data.y_val, batch_size)
+        start = float(self.model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
+        best = BestWeights(start, every)
+        with deterministic_kernels():
+            self.model.fit(
+                self._dataset(data.x_train, data.y_train, batch_size, seed, repeat=True, train=True),
+                validation_data=val, epochs=steps // every, steps_per_epoch=every, shuffle=False, verbose=0,
+                callbacks=[FiniteLoss(self.recipe.lr_key, steps_per_round=every), best],
+            )
+        return {"val_accuracy": round(best.best_accuracy, 6), "best_step": best.best_step}
+
+
+class FiniteLoss(keras.callbacks.Callback):
+    """Stop with a PipelineError once a loss is no longer finite, naming the epoch (or step) and the learning rate
+    to lower: a run past that point saves NaN weights, and model selection silently keeps its starting point."""
+
+    def __init__(self, lr_key: str, first_epoch: int = 1, steps_per_round: int | None = None):
+        super().__init__()
+        self.lr_key, self.first_epoch, self.steps_per_round = lr_key, first_epoch, steps_per_round
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        bad = sorted(key for key, value in (logs or {}).items() if "loss" in key and not math.isfinite(float(value)))
+        if bad:
+            when = (f"by step {(epoch + 1) * self.steps_per_round}" if self.steps_per_round
+                    else f"in epoch {epoch + self.first_epoch}")
+            raise PipelineError(f"training diverged: {' and '.join(bad)} not finite {when}; lower {self.lr_key} "
+                                "(nothing was written)")
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Remember the weights with the best validation accuracy (ties: the later one) and restore them at the end.
+
+    The starting weights are a candidate too, with `start_accuracy`.
+    """
+
+    def __init__(self, start_accuracy: float, steps_per_round: int):
+        super().__init__()
+        self.steps_per_round = steps_per_round
+        self.best_accuracy = start_accuracy
+        self.best_step = 0
+        self.best_weights = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.best_weights = self.model.get_weights()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        accuracy = float(logs["val_accuracy"])
+        if accuracy >= self.best_accuracy:
+            self.best_accuracy, self.best_step = accuracy, (epoch + 1) * self.steps_per_round
+            self.best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.model.set_weights(self.best_weights)
+
+
 def fit(
     model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1,
-    extract=None,
+    extract=None, key: str = "",
 ) -> float:
-    """Compile and train `model` for `phase.epochs` epochs; log to `live`; return the wall seconds taken.
-
-    Epochs are logged by DVCLive's Keras callback with step = epoch number, counted on from `first_epoch`.
-    `extract` maps the images of every batch to features in the input pipeline (a head trained on a frozen
-    extractor, see fit_head_streamed).
-    """
+    """Train `model` for one pipeline phase (`phase.epochs` epochs of its Recipe, params section `key`); log to
+    `live`; return the wall seconds taken. Epochs are logged by DVCLive's Keras callback with step = epoch number,
+    counted on from `first_epoch`. `extract`: see Trainer.fit_epochs."""
     start = time.perf_counter()
-    steps = math.ceil(len(data.x_train) / batch_size)
-    compile_model(model, phase.lr, phase.schedule, phase.epochs * steps, phase.warmup, phase.label_smoothing)
+    trainer = Trainer(model, Recipe.of(phase, key))
     live.step = first_epoch
-    with deterministic_kernels():
-        model.fit(
-            make_dataset(data.x_train, data.y_train, batch_size, shuffle_seed=seed, shift=phase.shift,
-                         flip=getattr(phase, "flip", False), extract=extract),
-            validation_data=make_dataset(data.x_val, data.y_val, batch_size, extract=extract),
-            epochs=phase.epochs,
-            callbacks=[DVCLiveCallback(live=live)],
-            shuffle=False,  # the dataset reshuffles itself, seeded
-            verbose=2,
-        )
+    trainer.fit_epochs(data, phase.epochs, batch_size, seed, [DVCLiveCallback(live=live)], extract, verbose=2,
+                       first_epoch=first_epoch)
     return time.perf_counter() - start
 
 
@@ -368,7 +512,8 @@ def cache_features(
 
 
 def fit_head_on_features(
-    model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1
+    model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1,
+    key: str = "",
 ) -> float:
     """Train only the head, on extractor outputs computed once per image (see cache_features).
 
@@ -379,12 +524,13 @@ def fit_head_on_features(
         model, data, batch_size, "frozen_head.cache_features",
         fix="add them to transfer.freeze, or set frozen_head.cache_features: false",
     )
-    fit(head, cached, phase, batch_size, seed, live, first_epoch)
+    fit(head, cached, phase, batch_size, seed, live, first_epoch, key=key)
     return time.perf_counter() - start
 
 
 def fit_head_streamed(
-    model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1
+    model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1,
+    key: str = "",
 ) -> float:
     """Train `model` on the images; when its whole extractor is frozen, run the extractor as frozen_extractor
     in the input pipeline and train only the head on its outputs.
@@ -396,8 +542,8 @@ def fit_head_streamed(
     extractor, head = split_at_features(model)
     # A GPU runs the extractor inside each step; functions in an input pipeline would run it on the CPU.
     if extractor.trainable_weights or tf.config.list_physical_devices("GPU"):
-        return fit(model, data, phase, batch_size, seed, live, first_epoch)
-    return fit(head, data, phase, batch_size, seed, live, first_epoch, extract=frozen_extractor(extractor))
+        return fit(model, data, phase, batch_size, seed, live, first_epoch, key=key)
+    return fit(head, data, phase, batch_size, seed, live, first_epoch, extract=frozen_extractor(extractor), key=key)
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
@@ -421,15 +567,19 @@ def load_train_val(path: Path, base: Base) -> Data:
 
 def train_and_save(
     model: keras.Model, data: Data, phase: Train, base: Base, logs: Path, weights_out: Path,
-    first_epoch: int = 1, head: str = "", batch_size: int | None = None,
+    first_epoch: int = 1, head: str = "", batch_size: int | None = None, key: str = "",
 ) -> None:
-    """Train one phase with DVCLive logs (its wall time and devices too) in `logs`, then save the weights by
-    layer name. Batches of `batch_size` images, by default `base.batch_size`.
+    """Train one phase (params section `key`) with DVCLive logs (its wall time and devices too) in `logs`, then
+    save the weights by layer name. Batches of `batch_size` images, by default `base.batch_size`. The outputs are
+    checked for writability first, and the logs appear only once training has succeeded.
 
     `head`: "" trains `model` as it is (fit), "stream" runs a frozen extractor in the input pipeline
     (fit_head_streamed), "cache" computes its features once (fit_head_on_features)."""
+    check_writable(logs, weights_out)
     train = {"": fit, "stream": fit_head_streamed, "cache": fit_head_on_features}[head]
-    with open_live(logs) as live:
-        seconds = train(model, data, phase, batch_size or base.batch_size, base.seed, live, first_epoch)
-        log_run(live, seconds, training_devices(model))
+    with atomic_dir(logs) as tmp:
+        tmp.mkdir()
+        with open_live(tmp) as live:
+            seconds = train(model, data, phase, batch_size or base.batch_size, base.seed, live, first_epoch, key=key)
+            log_run(live, seconds, training_devices(model))
     save_weights(model, weights_out)

@@ -47,9 +47,14 @@ def read_weights(path: str | Path) -> dict[str, list[np.ndarray]]:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT:
                 raise PipelineError(f"{path}: HDF5 file is not a {FORMAT} file written by this pipeline")
-            return {name: [group[str(i)][()] for i in range(len(group))] for name, group in f.items()}
+            stored = {name: [group[str(i)][()] for i in range(len(group))] for name, group in f.items()}
     except OSError as e:
         raise PipelineError(f"{path}: not a readable HDF5 weights file ({e})") from e
+    for name, arrays in stored.items():
+        if not all(np.isfinite(a).all() for a in arrays if np.issubdtype(a.dtype, np.floating)):
+            raise PipelineError(f"{path}: layer '{name}' holds NaN or infinite weights; the run that wrote them "
+                                "diverged: re-run that stage with a lower learning rate")
+    return stored
 
 
 def _assign(layer: keras.layers.Layer, arrays: list[np.ndarray], path: Path) -> list[str]:

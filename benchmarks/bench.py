@@ -1,4 +1,8 @@
-"""Benchmark helpers: FLOPs from the architecture, the machine's matmul rate, timed child processes."""
+"""Benchmark helpers: FLOPs from the architecture, the machine's matmul rate, timed child processes, the CPU.
+
+Only benchmarks/ uses them. Keras and TensorFlow are imported where needed, so that `time_command.py` runs
+before the project's .venv exists (e.g. to time `make repro` from a fresh clone).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,11 @@ import os
 import subprocess
 import time
 
-import keras
 
+def layer_macs(model) -> dict[str, int]:
+    """Multiply-accumulates per image of each Conv2D and Dense layer of a Keras model (the layers with the FLOPs)."""
+    import keras
 
-def layer_macs(model: keras.Model) -> dict[str, int]:
-    """Multiply-accumulates per image of each Conv2D and Dense layer (the layers that carry the FLOPs)."""
     macs = {}
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):
@@ -22,7 +26,7 @@ def layer_macs(model: keras.Model) -> dict[str, int]:
     return macs
 
 
-def training_flops(model: keras.Model) -> dict[str, float]:
+def training_flops(model) -> dict[str, float]:
     """FLOPs per image: forward, and a full training step (forward + weight gradients + input gradients).
 
     A MAC is 2 FLOPs. The backward pass costs two forward passes (weight and input gradients), except that
@@ -58,12 +62,6 @@ def timed(command: list[str], cwd: str | None = None, env: dict | None = None) -
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     return {"seconds": round(seconds, 2), "returncode": proc.returncode, "peak_rss_mb": round(usage.ru_maxrss / 1024)}
-
-
-def rss_mb() -> int:
-    """This process's resident set size now, in MB of 2**20 bytes (VmRSS in /proc)."""
-    with open("/proc/self/status", encoding="utf-8") as status:
-        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
 
 
 def cpu_info() -> dict:

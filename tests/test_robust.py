@@ -1,0 +1,172 @@
+"""Inputs that can't give a right answer: one line naming the file or key, exit code 1, no output written."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import yaml
+
+from tests.support import ROOT, default_params, run_stage, tiny_params
+from tlpipe import io
+from tlpipe.cli import run
+from tlpipe.errors import PipelineError
+from tlpipe.params import load_params
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("pretrain.lr", float("inf"), "pretrain.lr must be a finite number, got inf (float)"),
+    ("sweep.head_lr", float("nan"), "sweep.head_lr must be a finite number, got nan (float)"),
+    ("compare.threshold", float("-inf"), "compare.threshold must be a finite number, got -inf (float)"),
+    ("download.backoff_s", float("inf"), "download.backoff_s must be a finite number, got inf (float)"),
+    ("transfer.freeze", ["conv1", "bn1", "mnist_dense", "mnist_out"],
+     "transfer.freeze names 'mnist_dense', which transfer.layers does not transfer"),
+    ("download.urls", {"mnist": ["http://example.com/mnist/"]}, "download.urls.mnist[0] must be an https:// address"),
+])
+def test_impossible_settings_are_refused(tmp_path, key, value, message):
+    raw = default_params()
+    section, name = key.split(".")
+    raw[section][name] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(PipelineError, match=f"^{path}: {message}".replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[").replace("]", r"\]")):
+        load_params(path)
+
+
+def test_a_key_given_twice_is_refused_as_dvc_does(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace("  epochs: 5\n", "  epochs: 5\n  epochs: 50\n", 1))
+    line = path.read_text().splitlines().index("  epochs: 50") + 1
+    with pytest.raises(PipelineError, match=f"^{path}: line {line}: key 'epochs' appears twice in one mapping$"):
+        load_params(path)
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    """Nine levels of nine aliases would expand to 387 million items; the reader stops at the first alias."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    started = time.perf_counter()
+    with pytest.raises(PipelineError, match=f"^{path}: line 2: YAML aliases"):
+        load_params(path)
+    assert time.perf_counter() - started < 1
+
+
+def test_make_repro_checks_params_before_dvc(tmp_path):
+    """`python -m tlpipe.params` (what make repro runs first) is the stages' check, as one line and exit 1."""
+    path = tmp_path / "params.yaml"
+    path.write_text("a: &x [1]\nb: *x\n")
+    result = subprocess.run([sys.executable, "-m", "tlpipe.params", str(path)], capture_output=True, text=True,
+                            cwd=ROOT, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: params: {path}: line 2: YAML aliases (*name) are not allowed here; write the value out"]
+    assert "repro:" in (ROOT / "Makefile").read_text() and "-m tlpipe.params" in (ROOT / "Makefile").read_text()
+
+
+def test_a_diverging_run_stops_with_one_line_and_writes_nothing(tmp_path, mirror, data_dir):
+    params = tiny_params(mirror[1])
+    params["scratch"].update(lr=1e38, warmup=0.0, schedule="constant")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run_stage(tmp_path, "scratch", str(data_dir / "mnist.npz"), "models/s.named.h5", "logs")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: scratch: training diverged: loss and val_loss not finite in epoch 1; lower scratch.lr "
+        "(nothing was written)")
+    assert not (tmp_path / "models").exists() and not (tmp_path / "logs").exists()
+    assert not list(tmp_path.rglob(".*tmp*"))
+
+
+def test_a_diverging_sweep_point_is_named(params_file, data_dir):
+    from tlpipe.data import load_npz
+    from tlpipe.points import run_points
+
+    params = load_params(params_file).model_copy(deep=True)
+    sweep = params.sweep.model_copy(update={"lr": 1e38, "schedule": "constant"})
+    params = params.model_copy(update={"sweep": sweep})
+    with pytest.raises(PipelineError, match=r"^sweep point scratch-20-0: training diverged: .* by step 2; "
+                                            r"lower sweep.lr \(nothing was written\)$"):
+        run_points(["scratch"], [20], 0, params, load_npz(data_dir / "mnist.npz"), None)
+
+
+def test_an_output_that_cannot_be_written_fails_before_training(tmp_path, mirror, data_dir):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(mirror[1])))
+    (tmp_path / "models").write_text("a file where the folder should be")
+    started = time.perf_counter()
+    result = run_stage(tmp_path, "scratch", str(data_dir / "mnist.npz"), "models/s.named.h5", "logs")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: scratch: models/s.named.h5: cannot write here (Not a directory)"]
+    assert "Epoch" not in result.stdout and not (tmp_path / "logs").exists()
+    assert time.perf_counter() - started < 60
+
+
+def test_an_os_error_is_one_line_naming_the_path(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["stages/export.py"])
+    monkeypatch.delenv("TLPIPE_DEBUG", raising=False)
+
+    def full_disk():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "models/transfer.keras")
+
+    with pytest.raises(SystemExit) as exited:
+        run(full_disk)
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == "error: export: models/transfer.keras: No space left on device\n"
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_an_orphaned_stage_publishes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(io, "PARENT", os.getppid() + 1)  # as if dvc had died and another process adopted us
+    with pytest.raises(PipelineError, match="the dvc process that ran this stage is gone"):
+        io.write_text(tmp_path / "out.txt", "late")
+    with pytest.raises(PipelineError, match="the dvc process that ran this stage is gone"), \
+            io.atomic_dir(tmp_path / "dir") as tmp:
+        tmp.mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# A parent (standing in for dvc) that starts a stage and then waits; the stage writes a file after 30 s.
+PARENT = textwrap.dedent("""
+    import subprocess, sys, time
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], cwd=sys.argv[2])
+    print(child.pid, flush=True)
+    time.sleep(120)
+""")
+STAGE = textwrap.dedent("""
+    import time
+    from tlpipe.cli import run
+    from tlpipe.io import write_text
+    def main():
+        time.sleep(30)
+        write_text("late.txt", "written after dvc was gone")
+    run(main)
+""")
+
+
+def test_a_stage_dies_with_its_parent(tmp_path):
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, STAGE, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    child = int(parent.stdout.readline())
+    time.sleep(2)  # the stage is running
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the stage outlived its parent by 10 s")
+    assert not (tmp_path / "late.txt").exists()
