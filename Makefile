@@ -47,13 +47,13 @@ node_modules/installed: package.json package-lock.json
 plots: $(INSTALLED) node_modules/installed
 	dvc plots show
 
-# Reference vs project timing (README, "Performance"); needs the data, so `download` runs first.
+# Reference vs project timing (docs/performance.md); needs the data, so `download` runs first.
 bench: $(INSTALLED)
 	dvc repro download
 	$(PY) benchmarks/run.py --out benchmarks/report.json
 
-# One machine's share of the label-budget sweep, pushed with its run-cache to the DVC remote (README, "Scaling
-# out"): make sweep-shard SHARD=2/4
+# One machine's share of the label-budget sweep, pushed with its run-cache to the DVC remote (docs/scaling-out.md):
+# make sweep-shard SHARD=2/4
 sweep-shard: $(INSTALLED)
 	@test -n "$(SHARD)" || { echo "make: sweep-shard needs SHARD=i/n, e.g. make sweep-shard SHARD=2/4" >&2; exit 1; }
 	$(PY) -m tlpipe.shard $(SHARD)

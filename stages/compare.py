@@ -12,7 +12,7 @@ from pathlib import Path
 from tlpipe.cli import run
 from tlpipe.data import load_npz
 from tlpipe.io import write_json
-from tlpipe.live import read_curve, read_summary
+from tlpipe.live import measured, read_curve, read_summary
 from tlpipe.model import build_model
 from tlpipe.params import load_params
 from tlpipe.report import (
@@ -64,6 +64,8 @@ def main() -> None:
     )
 
     metrics = compare_metrics(results, curves, seconds, params.compare.threshold)
+    # where and when the models were trained (the docs' tables say it)
+    metrics |= measured([read_summary(args.logs / stage) for stage in ("frozen_head", "finetune", "scratch")])
     write_json(args.metrics_out, metrics)
 
 

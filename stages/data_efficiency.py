@@ -13,6 +13,7 @@ from pathlib import Path
 from tlpipe.cli import run
 from tlpipe.errors import PipelineError
 from tlpipe.io import to_csv, write_json, write_text
+from tlpipe.live import measured
 from tlpipe.params import SWEEP_RUNS, load_params
 from tlpipe.sweep import aggregate, plot_png, plot_rows, point_path
 
@@ -39,7 +40,7 @@ def main() -> None:
         for b in cfg.budgets
         for s in cfg.seeds
     ]
-    summary = aggregate(records, cfg)
+    summary = aggregate(records, cfg) | measured(records)
     write_text(args.plots_out / "accuracy.csv", to_csv(plot_rows(summary)))
     plot_png(args.plots_out / "accuracy.png", summary)
     write_json(args.metrics_out, summary)

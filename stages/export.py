@@ -12,14 +12,16 @@ import argparse
 from pathlib import Path
 
 from tlpipe.cli import run
+from tlpipe.data import CLASS_NAMES
 from tlpipe.errors import PipelineError
 from tlpipe.io import atomic_dir, atomic_path, check_writable, reproducible_zip
 from tlpipe.model import build_model, inference_model
 from tlpipe.params import load_params
 from tlpipe.transfer import load_weights
 
-# output name -> (task, weights argument)
-MODELS = {"fashion": ("fashion", "fashion"), "transfer": ("mnist", "finetune"), "scratch": ("mnist", "scratch")}
+# output name -> (task, weights argument, dataset whose classes it outputs)
+MODELS = {"fashion": ("fashion", "fashion", "fashion_mnist"), "transfer": ("mnist", "finetune", "mnist"),
+          "scratch": ("mnist", "scratch", "mnist")}
 SERVED = ("transfer", "scratch")
 
 
@@ -34,14 +36,15 @@ def main() -> None:
     params = load_params()
     check_writable(args.out / "model.keras")
     models = {}
-    for name, (task, weights) in MODELS.items():  # load all first: a bad weights file leaves no new output
+    for name, (task, weights, _) in MODELS.items():  # load all first: a bad weights file leaves no new output
         model = build_model(task, params.model, params.base.image_size)
         load_weights(model, getattr(args, weights))
         models[name] = inference_model(model)
     for name, model in models.items():
         with atomic_path(args.out / f"{name}.keras") as tmp:
             model.save(tmp)  # the temporary name keeps the .keras suffix that Keras requires
-            reproducible_zip(tmp)  # the same model gives the same bytes (and md5 in dvc.lock) on every run
+            # the same model gives the same bytes (and md5 in dvc.lock) on every run; the class names travel with it
+            reproducible_zip(tmp, {"classes": CLASS_NAMES[MODELS[name][2]]})
         if name in SERVED:
             with atomic_dir(args.out / f"{name}.savedmodel") as tmp:
                 try:

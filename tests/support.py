@@ -140,3 +140,19 @@ def set_param(path: Path, dotted: str, value: object = None, delete: bool = Fals
     else:
         node[last] = value
     path.write_text(yaml.safe_dump(raw))
+
+
+def dvc_env(mirror: Path) -> dict[str, str]:
+    """The environment to run `dvc` with in a tiny project copy (copy_tiny_project) on the synthetic `mirror`.
+
+    This interpreter's bin first on PATH: `dvc queue start` starts its workers, and each worker its experiment, as
+    the first `dvc` there, and stages run the first `python`. A git identity for the commits DVC makes.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TLPIPE_DEBUG")}
+    return env | {
+        "DATA_MIRROR": str(mirror),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }

@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -26,14 +27,28 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 
 from tests.support import ROOT, tiny_params
-from tlpipe.data import parse_idx
+from tlpipe.data import CLASS_NAMES, parse_idx
 from tlpipe.errors import PipelineError
+from tlpipe.io import reproducible_zip
 from tlpipe.model import build_model
 from tlpipe.params import load_params
-from tlpipe.predict import INK, InputError, composite, grayscale, load_model, predict, predict_main, to_mnist
+from tlpipe.predict import (
+    INK,
+    WORK,
+    InputError,
+    composite,
+    folder_files,
+    grayscale,
+    load_model,
+    open_image,
+    predict,
+    predict_main,
+    prepare,
+    to_mnist,
+)
 
 N_TEST = 200  # MNIST-form test images written as PNGs
-KEYS = {"source", "index", "label", "probability", "top3"}
+KEYS = {"source", "index", "label", "class", "probability", "top3", "warnings"}
 
 
 # --- rendered digits -------------------------------------------------------------------------------------------
@@ -232,8 +247,8 @@ def bad_inputs(folder: Path, good: Image.Image, digit: int) -> list[tuple[str, s
     (folder / "zero.png").write_bytes(b"")
     (folder / "notes.png").write_text("not a picture\n")
     (folder / "truncated.png").write_bytes(png.getvalue()[: len(png.getvalue()) // 2])
-    Image.new("1", (4100, 4100)).save(folder / "huge.png")  # over 4096*4096 pixels: Pillow's warning
-    Image.new("1", (6000, 6000)).save(folder / "bomb.png")  # over twice the limit: Pillow's error
+    Image.new("1", (11000, 11000)).save(folder / "huge.png")  # over 120 million pixels: Pillow's warning
+    Image.new("1", (15600, 15600)).save(folder / "bomb.png")  # over twice the limit: Pillow's error
     Image.new("L", (50, 40), 255).save(folder / "blank.png")
     np.save(folder / "shape.npy", np.zeros((5, 32, 32), np.uint8))
     np.save(folder / "dtype.npy", np.zeros((3, 28, 28), np.int64))
@@ -284,7 +299,7 @@ def test_each_bad_input_gives_one_line_and_the_rest_are_predicted(work, recognis
         assert line.startswith(f"predict: {name}: "), line
         assert fragment in line, line
     table = result.stdout.splitlines()
-    assert table[0].split() == ["source", "digit", "prob", "runner-up", "prob"]
+    assert table[0].split() == ["source", "digit", "prob", "runner-up", "prob", "notes"]
     rows = [line.split() for line in table[1:]]
     assert [row[0] for row in rows] == ["good.png", "mixed.npy[0]", "mixed.npy[2]", "nested/deeper/ok.png"]
     assert all(row[1] == str(digit) and row[3] != row[1] for row in rows), result.stdout
@@ -418,3 +433,117 @@ def test_grayscale_scales_16_bit_and_composites_transparency():
     light_on_clear = render(2, ink=(255, 255, 255, 255), paper=(255, 255, 255, 0), mode="RGBA")
     assert np.median(composite(light_on_clear)) == 0  # a black one for light strokes
     np.testing.assert_array_equal(to_mnist(grayscale(dark_on_clear)), to_mnist(as_array(render(2))))
+
+
+# --- photos and odd inputs, generated ------------------------------------------------------------------------------
+
+
+def photo(digit: int, slope: float, noise: float, seed: int = 0, canvas=(480, 360)) -> np.ndarray:
+    """`digit` as a phone might see it: dark ink on paper lit unevenly (a light gradient of `slope` grey levels
+    across the sheet, darker to the right and down) with sensor noise of `noise` grey levels."""
+    sheet = as_array(render(digit, size=200, stroke=6, centre=(canvas[0] // 2, canvas[1] // 2), canvas=canvas,
+                            ink=0, paper=255))
+    rows, cols = np.mgrid[0 : canvas[1], 0 : canvas[0]]
+    light = 1 - slope / 255 * (0.7 * cols / canvas[0] + 0.3 * rows / canvas[1])
+    noisy = sheet * light + np.random.default_rng(seed).normal(0, noise, sheet.shape)
+    return np.clip(noisy, 0, 255).astype(np.float32)
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel().astype(np.float64), b.ravel().astype(np.float64))[0, 1])
+
+
+@pytest.mark.parametrize("slope", [90, 150])
+@pytest.mark.parametrize("digit", [2, 7])
+def test_an_unevenly_lit_noisy_photo_gives_the_digit_of_the_clean_scan(digit, slope):
+    """A gradient is paper, not ink: taken as one background level, the shadowed side of the sheet became part of
+    the digit (what made predict read a 7 as a 3)."""
+    clean = to_mnist(photo(digit, 0, 0))
+    prepared = prepare(photo(digit, slope, 8))
+    assert similarity(prepared.image, clean) > 0.9
+    assert prepared.notes == []
+
+
+def test_specks_and_smudges_beside_the_digit_are_dropped():
+    sheet = photo(4, 0, 0)
+    rng = np.random.default_rng(1)
+    for y, x in rng.integers(5, 60, (12, 2)):  # dust in a corner, far from the digit
+        sheet[y : y + 3, x : x + 3] = 0
+    sheet[300:340, 20:60] = 90  # a smudge
+    assert similarity(to_mnist(sheet), to_mnist(photo(4, 0, 0))) > 0.97
+
+
+@pytest.mark.parametrize(("image", "note"), [
+    (np.pad(np.full((1, 300), 0.0), ((1, 1), (350, 350)), constant_values=255), "too thin to hold a digit"),
+    (np.pad(np.full((12, 160), 0.0), ((60, 60), (40, 40)), constant_values=255), "wider than a digit"),
+    (np.kron(np.random.default_rng(2).random((12, 16)) < 0.15, np.ones((10, 10))) * 255.0, "many separate marks"),
+])
+def test_inputs_that_do_not_look_like_one_digit_are_noted(image, note):
+    notes = prepare(image.astype(np.float32)).notes
+    assert any(note in n for n in notes), notes
+
+
+def test_a_digit_is_noted_for_nothing():
+    for digit in range(10):
+        assert prepare(as_array(render(digit, ink=0, paper=255))).notes == [], digit
+
+
+def test_a_48_megapixel_photo_is_read_at_a_reduced_scale(tmp_path):
+    big = Image.fromarray(photo(7, 60, 4, canvas=(8000, 6000)).astype(np.uint8))
+    big.save(tmp_path / "phone.jpg", quality=85)
+    opened = open_image(tmp_path / "phone.jpg")
+    assert max(opened.size) <= 2 * WORK * 2  # decoded at 1/8 scale, not 48 MP
+    assert similarity(to_mnist(grayscale(opened)), to_mnist(photo(7, 0, 0))) > 0.85
+
+
+def test_folders_take_every_format_pillow_opens_and_follow_symlinked_folders(tmp_path):
+    image = render(3)
+    (tmp_path / "real").mkdir()
+    image.save(tmp_path / "real" / "a.webp")
+    image.save(tmp_path / "real" / "b.ppm")
+    (tmp_path / "top").mkdir()
+    image.save(tmp_path / "top" / "c.PNG")
+    (tmp_path / "top" / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "top" / "loop").symlink_to(tmp_path / "top", target_is_directory=True)  # a cycle: read once
+    files, failed = folder_files(tmp_path / "top")
+    assert failed == []
+    assert [p.relative_to(tmp_path / "top").as_posix() for p in files] == ["c.PNG", "linked/a.webp", "linked/b.ppm"]
+
+
+def test_a_file_name_that_is_not_utf8_loses_nothing(work, recognised):
+    folder = work / "names"
+    folder.mkdir()
+    render(recognised[0]).save(os.path.join(os.fsencode(folder), b"caf\xe9.png"))
+    render(recognised[0]).save(folder / "plain.png")
+    env = {k: v for k, v in os.environ.items() if k != "TLPIPE_DEBUG"} | {"PYTHONPATH": str(ROOT),
+                                                                          "LC_ALL": "C.UTF-8", "LANG": "en_US.UTF-8"}
+    result = subprocess.run([sys.executable, "-m", "tlpipe.predict", "--model", "../tiny.keras", "."], cwd=folder,
+                            env=env, capture_output=True)
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.decode().splitlines()[1:]
+    assert len(rows) == 2 and rows[0].startswith("caf\\udce9.png") and rows[1].startswith("plain.png")
+
+
+def test_the_model_says_what_it_classifies(work, recognised):
+    clothes = work / "clothes.keras"
+    shutil.copy(work / "tiny.keras", clothes)
+    reproducible_zip(clothes, {"classes": CLASS_NAMES["fashion_mnist"]})
+    render(recognised[0]).save(work / "one.png")
+    result = run_predict(work, "--model", "clothes.keras", "--json", "one.png")
+    assert result.returncode == 0, result.stderr
+    (row,) = json_results(result)
+    assert row["class"] == CLASS_NAMES["fashion_mnist"][row["label"]]
+    table = run_predict(work, "--model", "clothes.keras", "one.png").stdout.splitlines()
+    assert table[0].split()[:2] == ["source", "class"] and CLASS_NAMES["fashion_mnist"][row["label"]] in table[1]
+
+
+def test_low_confidence_answers_are_marked(work, recognised):
+    render(recognised[0]).save(work / "sure.png")
+    result = run_predict(work, "--model", "tiny.keras", "--min-confidence", "1", "sure.png")
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.splitlines()[1]
+    assert "?" in row and "low confidence (under 100%)" in row
+    (record,) = json_results(run_predict(work, "--model", "tiny.keras", "--min-confidence", "1", "--json", "sure.png"))
+    assert record["warnings"] == ["low confidence (under 100%)"]
+    bad = run_predict(work, "--model", "tiny.keras", "--min-confidence", "nan", "sure.png")
+    assert bad.returncode == 2 and "must be a probability in [0, 1]" in bad.stderr

@@ -1,7 +1,7 @@
 """Beyond one CPU: the TensorFlow extras, and the label-budget sweep split over machines through DVC.
 
 The sweep test stands two clones in for two machines, with a local bare Git repository and a local DVC remote
-between them, on tiny data: README, "Scaling out".
+between them, on tiny data: docs/scaling-out.md.
 """
 
 from __future__ import annotations

@@ -29,6 +29,12 @@ FILES = {
     "t10k-labels-idx1-ubyte": ("y_test", 1),
 }
 NUM_CLASSES = 10
+# What each dataset's labels 0-9 mean (exported models carry theirs: predict prints them)
+CLASS_NAMES = {
+    "mnist": [str(digit) for digit in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+}
 _UBYTE = 0x08
 _CHUNK = 1 << 20
 # Bounds on one file, whatever a source sends: MNIST's largest is 9.9 MB compressed, 47 MB decompressed.

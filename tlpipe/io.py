@@ -44,6 +44,24 @@ def remove_pending() -> None:
 
 
 @contextlib.contextmanager
+def pending(path: str | Path) -> Iterator[None]:
+    """An output written in place by another library (DVCLive's logs): removed if the block fails or the stage is
+    interrupted, kept if the block succeeds."""
+    path = Path(path)
+    PENDING.add(path)
+    try:
+        yield
+    except BaseException:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        PENDING.discard(path)
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
@@ -107,12 +125,13 @@ def check_writable(*paths: str | Path) -> None:
             raise PipelineError(f"{path}: cannot write here ({e.strerror})") from e
 
 
-def reproducible_zip(path: Path) -> None:
+def reproducible_zip(path: Path, metadata: dict | None = None) -> None:
     """Rewrite a zip archive (a `.keras` file) with fixed timestamps, so that equal contents give equal bytes.
 
     Keras stamps `metadata.json` with the save time and every entry with the clock; both are set to constants.
     `config.json` marks objects shared between layers (the dtype policy) with `shared_object_id`, a Python memory
     address; each is renumbered by its first appearance, which keeps the sharing and drops the address.
+    `metadata` is added to metadata.json (Keras reads only its own keys there).
     """
     with zipfile.ZipFile(path) as archive:
         entries = [(info.filename, archive.read(info)) for info in archive.infolist()]
@@ -121,6 +140,7 @@ def reproducible_zip(path: Path) -> None:
             if name == "metadata.json":
                 meta = json.loads(payload)
                 meta["date_saved"] = "1980-01-01@00:00:00"
+                meta |= metadata or {}
                 payload = json.dumps(meta).encode()
             elif name == "config.json":
                 payload = json.dumps(_renumber_shared(json.loads(payload), {})).encode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 from dvclive import Live
@@ -17,10 +18,23 @@ def open_live(directory: str | Path) -> Live:
     return Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
 
 
+def utc_date() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def measured(records: list[dict]) -> dict:
+    """Where and when runs were measured, from their records' `devices` and `date`: {"machine", "date"}."""
+    machines = sorted({name for record in records for name in record.get("devices", {}).values()})
+    dates = sorted(record["date"] for record in records if record.get("date"))
+    return {"machine": ", ".join(machines) or None, "date": dates[-1] if dates else None}
+
+
 def log_run(live: Live, seconds: float, devices: dict[str, str]) -> None:
-    """Record a stage's training wall time and the devices it trained on in its DVCLive summary (metrics.json)."""
+    """Record a stage's training wall time, the devices it trained on and the date in its DVCLive summary
+    (metrics.json)."""
     live.summary["train_seconds"] = round(seconds, 2)
     live.summary["devices"] = devices
+    live.summary["date"] = utc_date()
     live.make_summary()
 
 

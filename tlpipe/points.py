@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from tlpipe.errors import PipelineError
+from tlpipe.live import utc_date
 from tlpipe.model import build_model
 from tlpipe.params import SWEEP_RUNS, Params
 from tlpipe.sweep import budget_rule, labelled_order, point_name, split_budget, split_steps
@@ -54,6 +55,7 @@ def run_points(
                 raise PipelineError(f"sweep point {point_name(run, budget, seed)}: {e}") from e
             record["test_accuracy"] = evaluate(whole.tester, arrays["x_test"], arrays["y_test"], 512)["test_accuracy"]
             record["devices"] = training_devices(whole.model)
+            record["date"] = utc_date()
             # this point's own time: the shared work it did (the features) is counted once, below, for all
             record["seconds"] = time.perf_counter() - started - (shared.seconds - shared_before)
             records.append(record)

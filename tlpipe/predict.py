@@ -1,10 +1,11 @@
 """predict: read handwritten digits with a trained model, from image files, folders of them or .npy arrays.
 
-Usage: predict [--model models/transfer.keras] [--json] [--raw] PATH...
+Usage: predict [--model models/transfer.keras] [--json] [--raw] [--min-confidence P] PATH...
 
-Each PATH is an image (PNG, JPEG, BMP, GIF, TIFF, or anything else Pillow reads), a folder, or a .npy array.
-A folder is searched recursively, in sorted path order, for *.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff and
-*.npy files (any letter case); hidden files and folders (".name") and other files are skipped. A .npy array
+Each PATH is an image (PNG, JPEG, WebP, BMP, GIF, TIFF, or anything else Pillow reads), a folder, or a .npy
+array. A folder is searched recursively (symlinked folders too, each once), in sorted path order, for files of
+every format Pillow opens and *.npy files (any letter case); hidden files and folders (".name") and other files
+are skipped. A .npy array
 holds one image (28, 28) or a stack (N, 28, 28) (a trailing axis of 1 is allowed) of uint8 pixels, or of floats
 in [0, 255] (rounded to whole pixel values; an array within [0, 1] is refused as fractions); its images are named
 file.npy[i] and, like image files, preprocessed unless --raw.
@@ -14,22 +15,29 @@ GIF/TIFF by its first frame, a JPEG turned by its EXIF orientation. Transparency
 when most of the image is transparent, the visible strokes are the digit and the backdrop is white for dark
 strokes and black for light ones; otherwise the backdrop is the image's dominant (median) opaque grey.
 
-Then, unless --raw, it is made the way MNIST was made: the background level is the median of the outermost
-pixels; if the ink is darker than it (dark on light), the image is inverted so the digit is light on dark; the
-background is subtracted and the contrast stretched so the ink peaks at 255; the image is cropped to the
+Then, unless --raw, it is made the way MNIST was made. An image over 512 pixels on a side is first scaled down
+(a JPEG decodes at a reduced scale). If the ink is darker than the outermost pixels' median (dark on light), the
+image is inverted so the digit is light on dark. The paper's level is estimated at each pixel (a grey opening
+half the image wide, smoothed: a shadow or a gradient is paper, not ink) and subtracted. The digit is the
+largest connected mark of ink above Otsu's threshold, with every mark at least a quarter its size; other specks
+and smudges are dropped. The contrast is stretched so the ink peaks at 255; the image is cropped to the
 bounding box of the pixels above 1/5 of that peak, resized to fit 20x20 keeping its aspect ratio (Pillow,
 Lanczos, antialiased), placed in a 28x28 black image and shifted so its centre of mass is at pixel (14, 14)
 (where MNIST's digits have theirs). An image whose grey levels span fewer than 32 levels has no ink (blank).
 --raw skips all of this for images already in MNIST form: 28x28, a light digit on black.
 
-Output: a table (source, digit, its probability, the runner-up and its probability), one line per image, or with
---json one JSON object per line: {"source": path, "index": i or null, "label": d, "probability": p,
-"top3": [[d, p], ...]}. An input that cannot be read or used (missing, unreadable, truncated or empty file, not an
-image, more than 4096x4096 pixels (a possible decompression bomb), an array of the wrong shape or dtype, a
-blank image, a folder without images) gives one line on stderr, "predict: <input>: <problem>", and the others are
-still predicted; the exit code is then 1. A model file that is missing or not a Keras model stops the run with
-one line "error: predict: <file>: <problem>" and exit code 1 (TensorFlow is imported and the model loaded only
-once there is an image to predict). TLPIPE_DEBUG=1 adds tracebacks.
+Output: a table (source, class, its probability, the runner-up and its probability, notes), one line per image,
+or with --json one JSON object per line: {"source": path, "index": i or null, "label": k, "class": name,
+"probability": p, "top3": [[k, p], ...], "warnings": [...]}. The class names are those the model file carries
+(the pipeline's exports do; a plain Keras file is taken to read the digits 0-9). An answer to doubt is marked
+"?" and its notes say why: a probability under --min-confidence (0.5 by default), an image too thin to hold a
+digit, ink wider than a digit, or ink in many separate marks. An input that cannot be read or used (missing,
+unreadable, truncated or empty file, not an image, more than 120 million pixels (a possible decompression bomb),
+an array of the wrong shape or dtype, a blank image, a folder without images) gives one line on stderr,
+"predict: <input>: <problem>", and the others are still predicted; the exit code is then 1. A model file that
+is missing or not a Keras model stops the run with one line "error: predict: <file>: <problem>" and exit code 1
+(TensorFlow is imported and the model loaded only once there is an image to predict). TLPIPE_DEBUG=1 adds
+tracebacks.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from tlpipe.cli import DEBUG_ENV, run
 from tlpipe.errors import PipelineError
 
 DEFAULT_MODEL = Path("models/transfer.keras")
+DIGITS = [str(digit) for digit in range(10)]
 SIZE = 28  # MNIST images are 28x28 ...
 BOX = 20  # ... with the digit scaled to fit 20x20 ...
 CENTRE = 14.0  # ... and its centre of mass at pixel (14, 14) (the mean over MNIST's test set: 13.99, 14.01)
@@ -431,8 +440,21 @@ def check_model_file(path: Path) -> None:
         raise PipelineError(f"{path}: Keras loads models only from files named *.keras; rename it")
 
 
-def load_model(path: Path):
-    """The Keras model in `path` (safe mode, not compiled); PipelineError naming `path` if it is not usable."""
+def model_classes(path: Path) -> list[str] | None:
+    """The class names an exported model carries (metadata.json's "classes"), or None for a plain Keras file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            classes = json.loads(archive.read("metadata.json")).get("classes")
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile):
+        return None
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        return None
+    return classes
+
+
+def load_model(path: Path, classes: int = 10):
+    """The Keras model in `path` (safe mode, not compiled) with `classes` outputs; PipelineError naming `path` if it
+    is not usable."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # TensorFlow: the slow import, only once there is something to predict
 
@@ -447,8 +469,9 @@ def load_model(path: Path):
     shape = tuple(model.inputs[0].shape[1:])
     if shape not in ((SIZE, SIZE), (SIZE, SIZE, 1)):
         raise PipelineError(f"{path}: the model takes images of shape {shape}, not ({SIZE}, {SIZE}[, 1])")
-    if model.outputs[0].shape[1:] != (10,):
-        raise PipelineError(f"{path}: the model outputs shape {tuple(model.outputs[0].shape[1:])}, not (10,) digits")
+    if model.outputs[0].shape[1:] != (classes,):
+        raise PipelineError(f"{path}: the model outputs shape {tuple(model.outputs[0].shape[1:])}, not the "
+                            f"({classes},) of its {classes} classes")
     return model
 
 
@@ -469,31 +492,49 @@ def report_problem(item: Item) -> None:
     print(f"predict: {item.source}: {item.problem}", file=sys.stderr, flush=True)
 
 
-def json_line(item: Item, probs: np.ndarray) -> str:
+def warnings_of(item: Item, probs: np.ndarray, min_confidence: float) -> list[str]:
+    """Why this answer may be wrong: a low probability, or an input that does not look like one digit."""
+    low = [f"low confidence (under {min_confidence:.0%})"] if probs.max() < min_confidence else []
+    return low + item.notes
+
+
+def json_line(item: Item, probs: np.ndarray, classes: list[str], min_confidence: float) -> str:
     top = np.argsort(-probs, kind="stable")[:3]
-    return json.dumps({"source": item.path, "index": item.index, "label": int(top[0]),
-                       "probability": round(float(probs[top[0]]), 6),
-                       "top3": [[int(d), round(float(probs[d]), 6)] for d in top]})
+    return json.dumps({"source": item.path, "index": item.index,
+                       "label": int(top[0]), "class": classes[top[0]], "probability": round(float(probs[top[0]]), 6),
+                       "top3": [[int(d), round(float(probs[d]), 6)] for d in top],
+                       "warnings": warnings_of(item, probs, min_confidence)})
 
 
-def table_line(item: Item, probs: np.ndarray, width: int) -> str:
+def table_line(item: Item, probs: np.ndarray, width: int, classes: list[str], min_confidence: float,
+               name_width: int) -> str:
     first, second = np.argsort(-probs, kind="stable")[:2]
-    return (f"{item.source:<{width}}  {first:>5}  {probs[first]:>6.1%}  {second:>9}  {probs[second]:>6.1%}")
+    notes = warnings_of(item, probs, min_confidence)
+    mark = "?" if notes else " "
+    line = (f"{item.source:<{width}}  {classes[first]:>{name_width}}{mark} {probs[first]:>6.1%}  "
+            f"{classes[second]:>{max(name_width, 9)}}  {probs[second]:>6.1%}")
+    return f"{line}  {'; '.join(notes)}".rstrip()
 
 
-def write_results(items: list[Item], probs: np.ndarray, as_json: bool) -> None:
-    """Results to stdout and problems to stderr, in input order."""
+def write_results(items: list[Item], probs: np.ndarray, as_json: bool, classes: list[str],
+                  min_confidence: float = 0.0) -> None:
+    """Results to stdout and problems to stderr, in input order. An answer to doubt is marked "?" with the reasons
+    (JSON: "warnings")."""
     done = [item for item in items if item.problem is None]
     width = max([len("source"), *(len(item.source) for item in done)])
+    heading = "digit" if classes == DIGITS else "class"
+    name_width = max(len(heading), *(len(c) for c in classes))
     if done and not as_json:
-        print(f"{'source':<{width}}  {'digit':>5}  {'prob':>6}  {'runner-up':>9}  {'prob':>6}")
+        print(f"{'source':<{width}}  {heading:>{name_width}}  {'prob':>6}  {'runner-up':>{max(name_width, 9)}}  "
+              f"{'prob':>6}  notes")
     k = 0
     for item in items:
         if item.problem is not None:
             sys.stdout.flush()
             report_problem(item)
             continue
-        print(json_line(item, probs[k]) if as_json else table_line(item, probs[k], width))
+        print(json_line(item, probs[k], classes, min_confidence) if as_json
+              else table_line(item, probs[k], width, classes, min_confidence, name_width))
         k += 1
     sys.stdout.flush()
 
@@ -508,7 +549,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"Keras 3 .keras file (default {DEFAULT_MODEL})")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
     parser.add_argument("--raw", action="store_true", help="images are already in MNIST form: no preprocessing")
+    parser.add_argument("--min-confidence", type=probability, default=0.5, metavar="P",
+                        help="mark answers whose probability is under P with '?' (default 0.5)")
     return parser.parse_args(argv)
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text}")
+    return value
 
 
 def predict_main(argv: list[str] | None = None) -> int:
@@ -516,14 +566,15 @@ def predict_main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     check_model_file(args.model)
+    classes = model_classes(args.model) or DIGITS  # a plain Keras file: assumed to read digits
     items = read_inputs(args.paths, args.raw)
     good = [item for item in items if item.problem is None]
-    probs = np.zeros((0, 10))
+    probs = np.zeros((0, len(classes)))
     if good:
-        model = load_model(args.model)
+        model = load_model(args.model, len(classes))
         probs = predict(model, np.stack([item.image for item in good]))
     try:
-        write_results(items, probs, args.json)
+        write_results(items, probs, args.json, classes, args.min_confidence)
     except BrokenPipeError:  # `predict ... | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -532,6 +583,8 @@ def predict_main(argv: list[str] | None = None) -> int:
 
 def main() -> None:
     """Console-script entry point: `predict`, or `python -m tlpipe.predict`."""
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not valid UTF-8 must not lose the whole table
+        stream.reconfigure(errors="backslashreplace")
 
     def command() -> None:
         try:

@@ -18,7 +18,7 @@ own commands:
 
 The DVC remote is the repository's default one (`dvc remote default`; `dvc remote add -d --local NAME URL` sets a
 machine's own without a commit). The collecting machine then runs `dvc repro --pull data_efficiency`: every
-point is restored from the run-cache (none is trained) and data_efficiency aggregates them (README, "Scaling out").
+point is restored from the run-cache (none is trained) and data_efficiency aggregates them (docs/scaling-out.md).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from dvclive.keras import DVCLiveCallback
 
 from tlpipe.data import load_npz, split_train_val
 from tlpipe.errors import PipelineError
-from tlpipe.io import atomic_dir, check_writable
+from tlpipe.io import check_writable, pending
 from tlpipe.live import log_run, open_live
 from tlpipe.model import split_at_features
 from tlpipe.params import Base, Train
@@ -170,7 +170,7 @@ def make_dataset(
         batches = batches.map(lambda batch, labels: (extract(batch), labels))
     # tf.data's autotuning off: with it on, a fit sometimes returned about 1.9 s after its last step, in the
     # pipeline's teardown (5 of 10 streamed frozen_head fits on an Intel Xeon; 0 of 10 with it off), and a
-    # scratch epoch ran no faster with it (benchmarks/profiles.md).
+    # scratch epoch ran no faster with it (docs/performance.md).
     options = tf.data.Options()
     options.autotune.enabled = False
     return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
@@ -455,7 +455,7 @@ def frozen_extractor(extractor: keras.Model):
     statistics scale the kernel and shift the bias), which TensorFlow's CPU graph optimizer fuses with the
     ReLU after it into one op, where the layers one by one pass over every activation four times (bias, scale,
     shift, ReLU): the extractor's forward pass over MNIST's 55,000 training images took about two thirds of the
-    time folded on an Intel Xeon (benchmarks/profiles.md). The same function up to float rounding (a test
+    time folded on an Intel Xeon (docs/performance.md). The same function up to float rounding (a test
     checks it against the layers). An extractor with a layer this cannot fold exactly runs as its layers, in
     inference mode; the function's `folded` says which.
     """
@@ -499,8 +499,7 @@ def cache_features(
     run = tf.function(extract, reduce_retracing=True)
 
     # The images in order, sliced from NumPy: no shuffle, gather or input-pipeline threads competing with the
-    # convolutions for the CPU (measured with the layers one by one, before frozen_extractor, on a 2-core AMD
-    # EPYC: 9.8-10.5 s for MNIST's 55,000 training images against 11.0-12.0 s from make_dataset's batches).
+    # convolutions for the CPU (about 10 % faster than make_dataset's batches, docs/performance.md).
     def features(x: np.ndarray) -> np.ndarray:
         out = np.empty((len(x), *head.input.shape[1:]), np.float32)  # filled in place: no 2x peak
         images = x.reshape(len(x), *model.input.shape[1:])
@@ -577,9 +576,7 @@ def train_and_save(
     (fit_head_streamed), "cache" computes its features once (fit_head_on_features)."""
     check_writable(logs, weights_out)
     train = {"": fit, "stream": fit_head_streamed, "cache": fit_head_on_features}[head]
-    with atomic_dir(logs) as tmp:
-        tmp.mkdir()
-        with open_live(tmp) as live:
-            seconds = train(model, data, phase, batch_size or base.batch_size, base.seed, live, first_epoch, key=key)
-            log_run(live, seconds, training_devices(model))
+    with pending(logs), open_live(logs) as live:  # DVCLive writes as it goes: removed if training fails
+        seconds = train(model, data, phase, batch_size or base.batch_size, base.seed, live, first_epoch, key=key)
+        log_run(live, seconds, training_devices(model))
     save_weights(model, weights_out)
