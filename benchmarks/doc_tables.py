@@ -22,6 +22,7 @@ Tables and their sources:
     answer          metrics/compare.json, metrics/data_efficiency.json (the README's finding, in words)
     results         metrics/compare.json (machine from its `machine` or the training logs' `devices`)
     times           benchmarks/repro_times.json (benchmarks/time_command.py)
+    scale_out       benchmarks/scale_out.json (benchmarks/time_command.py: the sweep's shards and a collector)
     sweep           metrics/data_efficiency.json (test accuracy per run and budget, paired transfer - scratch)
     sweep_figure    metrics/data_efficiency/accuracy.png, and where and when from metrics/data_efficiency.json
     sweep_paired    metrics/data_efficiency.json (frozen - scratch, transfer - frozen)
@@ -420,6 +421,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
                                          load_json(root, "metrics/data_efficiency.json")),
     "results": results,
     "times": lambda root: render_times(load_json(root, "benchmarks/repro_times.json")),
+    "scale_out": lambda root: render_times(load_json(root, "benchmarks/scale_out.json")),
     "sweep": lambda root: render_sweep(load_json(root, "metrics/data_efficiency.json")),
     "sweep_figure": lambda root: render_sweep_figure(load_json(root, "metrics/data_efficiency.json")),
     "sweep_paired": lambda root: render_sweep_paired(load_json(root, "metrics/data_efficiency.json")),

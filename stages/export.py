@@ -31,7 +31,7 @@ def main() -> None:
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"models/{name}.named.h5")
     parser.add_argument("--out", type=Path, required=True, help="folder for the .keras files and SavedModels")
     args = parser.parse_args()
-    import tensorflow as tf  # after tlpipe, which quiets TensorFlow's start-up notices
+    import tensorflow as tf  # for its error types; a top-level import would run before tlpipe's, unquieted
 
     params = load_params()
     check_writable(args.out / "model.keras")

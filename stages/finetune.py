@@ -31,8 +31,8 @@ def main() -> None:
         # Keras guide: keep BatchNormalization frozen (inference mode) so fine-tuning does not wreck its statistics.
         set_trainable(model, batchnorm_layers(model), False, "finetune.bn_inference")
     first_epoch = params.frozen_head.epochs + 1
-    train_and_save(model, data, params.finetune, params.base, args.logs, args.weights_out, first_epoch,
-                   key="finetune")
+    train_and_save(model, data, params.finetune, params.base, args.logs, args.weights_out, key="finetune",
+                   first_epoch=first_epoch)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import argparse
 from pathlib import Path
 
 from tlpipe.cli import run
-from tlpipe.io import check_writable, write_json
 from tlpipe.model import build_model
 from tlpipe.params import load_params
 from tlpipe.train import load_train_val, make_deterministic, train_and_save
@@ -29,7 +28,6 @@ def main() -> None:
     parser.add_argument("logs", type=Path)
     args = parser.parse_args()
     params = load_params()
-    check_writable(args.report_out)
     make_deterministic(params.base.seed, params.base.deterministic)
     data = load_train_val(args.data, params.base)
     model = build_model("mnist", params.model, params.base.image_size)
@@ -40,9 +38,8 @@ def main() -> None:
     train_and_save(
         model, data, params.frozen_head, params.base, args.logs, args.weights_out,
         head="cache" if params.frozen_head.cache_features else "stream", batch_size=params.frozen_head.batch_size,
-        key="frozen_head",
+        key="frozen_head", report=(args.report_out, report),
     )
-    write_json(args.report_out, report)
 
 
 if __name__ == "__main__":

@@ -492,7 +492,7 @@ def test_a_48_megapixel_photo_is_read_at_a_reduced_scale(tmp_path):
     big = Image.fromarray(photo(7, 60, 4, canvas=(8000, 6000)).astype(np.uint8))
     big.save(tmp_path / "phone.jpg", quality=85)
     opened = open_image(tmp_path / "phone.jpg")
-    assert max(opened.size) <= 2 * WORK * 2  # decoded at 1/8 scale, not 48 MP
+    assert opened.size == (1000, 750)  # decoded at 1/8 scale by the JPEG decoder, not decoded whole and reduced
     assert similarity(to_mnist(grayscale(opened)), to_mnist(photo(7, 0, 0))) > 0.85
 
 
@@ -547,3 +547,21 @@ def test_low_confidence_answers_are_marked(work, recognised):
     assert record["warnings"] == ["low confidence (under 100%)"]
     bad = run_predict(work, "--model", "tiny.keras", "--min-confidence", "nan", "sure.png")
     assert bad.returncode == 2 and "must be a probability in [0, 1]" in bad.stderr
+
+
+@pytest.mark.parametrize("mode", ["I;16", "P", "1"])
+def test_large_images_of_every_mode_are_reduced(tmp_path, mode):
+    sheet = Image.fromarray(photo(5, 0, 0, canvas=(2600, 2100)).astype(np.uint8))
+    image = sheet.convert("I").point(lambda v: v * 257).convert("I;16") if mode == "I;16" else sheet.convert(mode)
+    image.save(tmp_path / "big.png")
+    opened = open_image(tmp_path / "big.png")
+    assert max(opened.size) <= 2 * WORK
+    assert similarity(to_mnist(grayscale(opened)), to_mnist(photo(5, 0, 0))) > 0.85
+
+
+def test_a_folder_skips_files_pillow_only_names(tmp_path):
+    render(3).save(tmp_path / "digit.png")
+    (tmp_path / "weights.named.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    (tmp_path / "clip.mpg").write_bytes(b"\x00\x00\x01\xba")
+    files, _ = folder_files(tmp_path)
+    assert [p.name for p in files] == ["digit.png"]

@@ -208,8 +208,8 @@ def test_cached_features_need_a_frozen_extractor(setup):
     model = build_model("mnist", params.model, params.base.image_size)
     set_trainable(model, ["conv1", "bn1"], False, "transfer.freeze")
     with pytest.raises(PipelineError, match="cache_features needs the whole extractor frozen.*"
-                       r"\['bn2', 'bn3', 'conv2', 'conv3'\] are not in transfer.freeze; add them to transfer.freeze, "
-                       "or set frozen_head.cache_features: false$"):
+                       r"\['bn2', 'bn3', 'conv2', 'conv3'\] are not in transfer.freeze; add them to "
+                       "transfer.layers and transfer.freeze, or set frozen_head.cache_features: false$"):
         fit_head_on_features(model, data, phase, 16, 7, NullLive())
 
 
@@ -379,7 +379,7 @@ def test_a_phase_batch_size_overrides_the_base_one(setup, tmp_path, monkeypatch,
                         lambda model, *args, **kwargs: fitted.append(model) or real_fit(model, *args, **kwargs))
     model = frozen_model(params)
     train_module.train_and_save(model, data, phase.model_copy(update={"epochs": 1}), params.base, tmp_path / "logs",
-                                tmp_path / "w.named.h5", head=head, batch_size=batch_size)
+                                tmp_path / "w.named.h5", key="frozen_head", head=head, batch_size=batch_size)
     (trained,) = fitted  # the model itself, or the head on the streamed or cached features
     assert (trained is model) == (head == "")
     assert int(trained.optimizer.iterations) == steps
@@ -436,10 +436,10 @@ def test_a_trainer_run_again_from_fresh_weights_matches_a_new_trainer(setup):
         return build_model("mnist", params.model, params.base.image_size)
 
     used = Trainer(fresh(), recipe, steps_per_execution=2)
-    used.fit_steps(data, 4, 2, 16, seed=1)  # an earlier, different run
-    used.fit_steps(data, 6, 2, 16, seed=5, fresh=fresh())
+    used.fit_steps(data, 4, 16, seed=1)  # an earlier, different run
+    used.fit_steps(data, 6, 16, seed=5, fresh=fresh())
     new = Trainer(fresh(), recipe, steps_per_execution=2)
-    new.fit_steps(data, 6, 2, 16, seed=5)
+    new.fit_steps(data, 6, 16, seed=5)
     assert int(used.model.optimizer.iterations) == int(new.model.optimizer.iterations) == 6
     for a, b in zip(used.model.get_weights(), new.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -144,7 +144,7 @@ def test_freeze_by_name_leaves_extractor_unchanged_after_head_step(params, fashi
     before = {n: [w.copy() for w in model.get_layer(n).get_weights()] for n in EXTRACTOR + head}
     arrays = synthetic_arrays(64, 1, seed=0)
     data = Data(arrays["x_train"], arrays["y_train"], arrays["x_train"][:8], arrays["y_train"][:8])
-    Trainer(model, Recipe.of(params.frozen_head)).fit_epochs(data, 1, 32, seed=0)
+    Trainer(model, Recipe.of(params.frozen_head, "frozen_head")).fit_epochs(data, 1, 32, seed=0)
     for name in EXTRACTOR:  # BN moving statistics included: a frozen BN runs in inference mode
         for got, want in zip(model.get_layer(name).get_weights(), before[name], strict=True):
             np.testing.assert_array_equal(got, want)

@@ -16,13 +16,21 @@ DEBUG_ENV = "TLPIPE_DEBUG"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to send this process SIGTERM when its parent (dvc) dies, so that a killed `dvc repro` leaves no
-    stage training on behind it; io also refuses to publish outputs once the parent is gone."""
+def _die_with_dvc() -> None:
+    """In a command that DVC runs (it sets DVC_STAGE), ask Linux to send SIGTERM when the parent, dvc, dies, so
+    that a killed `dvc repro` leaves no stage training on behind it; io also refuses to publish outputs once the
+    parent is gone. Done on import, before TensorFlow's seconds-long one."""
+    if not os.environ.get("DVC_STAGE"):
+        return
     io.PARENT = os.getppid()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != io.PARENT or io.PARENT == 1:  # dvc died before the request took effect, or long before
+        os._exit(143)
+
+
+_die_with_dvc()
 
 
 def run(main: Callable[[], None]) -> None:
@@ -41,7 +49,6 @@ def run(main: Callable[[], None]) -> None:
         sys.stdout.flush()
         os._exit(128 + signum)
 
-    _die_with_parent()
     if not os.environ.get(DEBUG_ENV):
         signal.signal(signal.SIGINT, stopped)
         signal.signal(signal.SIGTERM, stopped)

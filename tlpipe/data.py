@@ -46,19 +46,15 @@ def parse_idx(payload: bytes, ndim: int, name: str) -> np.ndarray:
     """Parse an uncompressed IDX payload of unsigned bytes with `ndim` dimensions."""
     if len(payload) < 4:
         raise PipelineError(f"{name}: too short for an IDX header ({len(payload)} bytes)")
-    zero, dtype, dims = struct.unpack(">HBB", payload[:4])
-    if zero != 0 or dtype != _UBYTE:
-        raise PipelineError(f"{name}: wrong IDX magic 0x{payload[:4].hex()} (expected 0x000008{ndim:02x})")
-    if dims != ndim:
-        raise PipelineError(f"{name}: IDX file has {dims} dimensions, expected {ndim}")
     header = 4 + 4 * ndim
     if len(payload) < header:
+        idx_size(payload[:4] + bytes(4 * ndim), ndim, name)  # a wrong magic or dimension count, named as such
         raise PipelineError(f"{name}: truncated IDX header")
+    size = idx_size(payload[:header], ndim, name)
     shape = struct.unpack(f">{ndim}I", payload[4:header])
-    expected = int(np.prod(shape, dtype=np.int64))
-    if len(payload) - header != expected:
+    if len(payload) != size:
         raise PipelineError(
-            f"{name}: IDX header promises {expected} bytes for shape {shape}, file holds {len(payload) - header}"
+            f"{name}: IDX header promises {size - header} bytes for shape {shape}, file holds {len(payload) - header}"
         )
     return np.frombuffer(payload, dtype=np.uint8, offset=header).reshape(shape)
 
@@ -111,7 +107,7 @@ def gunzip_idx(read: Callable[[int], bytes], ndim: int, name: str) -> bytes:
     while not inflate.eof and (chunk := read(_CHUNK)):
         taken += len(chunk)
         if taken > MAX_DOWNLOAD:
-            raise PipelineError(f"{name}: over {MAX_DOWNLOAD >> 20} MiB compressed, more than a dataset file may be")
+            raise PipelineError(f"{name}: over {MAX_DOWNLOAD:,} bytes compressed, more than a dataset file may be")
         take(chunk)
     if not taken:
         raise PipelineError(f"{name}: empty file")
@@ -165,18 +161,15 @@ def _read_url(url: str, ndim: int, timeout: float, log) -> bytes:
         def read(size: int) -> bytes:
             nonlocal got, shown
             chunk = response.read(size)
+            if not chunk and total and got < total:  # the stream ended early: the transfer broke, not the file
+                raise _Retry(f"truncated download ({got} of {total} bytes)")
             got += len(chunk)
             if total and got * 4 // total > shown:
                 shown = got * 4 // total
                 log(f"    {url}: {got * 100 // total}% of {total / 1e6:.1f} MB")
             return chunk
 
-        try:
-            payload = gunzip_idx(read, ndim, url)
-        except PipelineError:
-            if total and got < total:  # the stream ended early: the transfer broke, not the file
-                raise _Retry(f"truncated download ({got} of {total} bytes)") from None
-            raise
+        payload = gunzip_idx(read, ndim, url)
         if total and got != total:
             raise _Retry(f"truncated download ({got} of {total} bytes)")
         return payload

@@ -72,7 +72,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     PENDING.add(tmp_path)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except OSError as e:  # a full disk, say: the output's own name, not its temporary one's
+            raise PipelineError(f"{path}: cannot write ({e.strerror or e})") from e
         # mkstemp makes the file private; give it the permissions a plain open() would have.
         umask = os.umask(0)
         os.umask(umask)
@@ -92,7 +95,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp_path.rmdir()  # writers such as model.export() create the folder themselves
     PENDING.add(tmp_path)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except OSError as e:
+            raise PipelineError(f"{path}: cannot write ({e.strerror or e})") from e
         old = None
         if orphaned():
             raise PipelineError(f"{path}: not written, the dvc process that ran this stage is gone")
@@ -129,13 +135,14 @@ def reproducible_zip(path: Path, metadata: dict | None = None) -> None:
     """Rewrite a zip archive (a `.keras` file) with fixed timestamps, so that equal contents give equal bytes.
 
     Keras stamps `metadata.json` with the save time and every entry with the clock; both are set to constants.
+    Entries are stored uncompressed: deflate's bytes depend on the zlib build.
     `config.json` marks objects shared between layers (the dtype policy) with `shared_object_id`, a Python memory
     address; each is renumbered by its first appearance, which keeps the sharing and drops the address.
     `metadata` is added to metadata.json (Keras reads only its own keys there).
     """
     with zipfile.ZipFile(path) as archive:
         entries = [(info.filename, archive.read(info)) for info in archive.infolist()]
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
         for name, payload in entries:
             if name == "metadata.json":
                 meta = json.loads(payload)
@@ -144,8 +151,7 @@ def reproducible_zip(path: Path, metadata: dict | None = None) -> None:
                 payload = json.dumps(meta).encode()
             elif name == "config.json":
                 payload = json.dumps(_renumber_shared(json.loads(payload), {})).encode()
-            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), payload,
-                             compress_type=zipfile.ZIP_DEFLATED)
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), payload)
 
 
 def _renumber_shared(node: object, ids: dict) -> object:

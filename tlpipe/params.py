@@ -58,8 +58,8 @@ Sha256 = Annotated[str, _rule(_SHA256.match, "must be 64 lowercase hex digits")]
 LayerNames = Annotated[
     list[str], _rule(bool, "must name at least one layer"), _rule(_unique, "lists a layer twice")
 ]
-Url = Annotated[str, _rule(lambda url: url.startswith("https://"), "must be an https:// address (plain http can be "
-                          "rewritten on the way, and a download is bounded only by what it claims)")]
+Url = Annotated[str, _rule(lambda url: url.startswith("https://"), "must be an https:// address (the payloads are "
+                          "pinned, but over plain http anyone on the way chooses the bytes)")]
 Schedule = Literal["constant", "cosine"]  # constant, or cosine decay to 0 over the phase
 
 SCHEDULES = typing.get_args(Schedule)
@@ -121,7 +121,7 @@ class Train(_Section):
 
 
 class Pretrain(Train):
-    batch_size: Count  # pretrain's own (P8); fine-tuning and scratch train in batches of base.batch_size
+    batch_size: Count  # pretrain's own; fine-tuning and scratch train in batches of base.batch_size
     flip: bool  # random horizontal flips (Fashion-MNIST's clothes are left-right symmetric; digits are not)
 
 
@@ -229,9 +229,16 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise PipelineError(f"line {line}: merge keys (<<) are not allowed here; write the keys out")
             key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                raise PipelineError(f"line {line}: a key must be a plain value, not a list or mapping") from None
             if key in seen:
-                raise PipelineError(f"line {key_node.start_mark.line + 1}: key '{key}' appears twice in one mapping")
+                raise PipelineError(f"line {line}: key '{key}' appears twice in one mapping")
             seen.add(key)
         return super().construct_mapping(node, deep)
 

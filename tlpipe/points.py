@@ -104,20 +104,19 @@ class SeedRuns:
     def train(self, run: str, data: Data, batch: int, steps: int, record: dict) -> Trainer:
         """One point's training; fills `record` and returns the whole model's Trainer, whose model holds the
         trained point (frozen and transfer train the head through the head model, which shares its layers)."""
-        every = self.params.sweep.eval_every
         fresh = self.fresh_model(run)
         if self.whole is None:
             self.whole = self.trainer("whole", fresh)
         if run == "scratch":
-            record["selected"] = self.whole.fit_steps(data, steps, every, batch, self.seed, fresh)
+            record["selected"] = self.whole.fit_steps(data, steps, batch, self.seed, fresh)
             return self.whole
         head_steps, finetune_steps = (steps, 0) if run == "frozen" else split_steps(steps, self.params.sweep)
         record["head_steps"] = head_steps
         self.whole.load(fresh)  # the head's layers are the whole model's
         head, features = self._head_features(data)
-        record["selected"] = head.fit_steps(features, head_steps, every, batch, self.seed)
+        record["selected"] = head.fit_steps(features, head_steps, batch, self.seed)
         if finetune_steps:
-            record["selected"] = self.whole.fit_steps(data, finetune_steps, every, batch, self.seed)
+            record["selected"] = self.whole.fit_steps(data, finetune_steps, batch, self.seed, first_step=head_steps)
             record["selected"]["best_step"] += head_steps
         return self.whole
 
@@ -131,8 +130,7 @@ class SeedRuns:
             model, freeze = self.whole.model, self.params.transfer.freeze
             # frozen for the features only: the whole model stays trainable, as its train function was traced
             set_trainable(model, freeze, False, "transfer.freeze")
-            head, self.features = cache_features(model, ordered, self.params.sweep.batch_size,
-                                                 "the sweep's frozen phase")
+            head, self.features = cache_features(model, ordered, self.params.sweep.batch_size, "transfer.freeze")
             set_trainable(model, freeze, True, "transfer.freeze")
             self.head = self.trainer("head", head)
             self.seconds += time.perf_counter() - started

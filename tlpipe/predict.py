@@ -58,10 +58,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tlpipe.cli import DEBUG_ENV, run
+from tlpipe.data import CLASS_NAMES
 from tlpipe.errors import PipelineError
 
 DEFAULT_MODEL = Path("models/transfer.keras")
-DIGITS = [str(digit) for digit in range(10)]
+DIGITS = CLASS_NAMES["mnist"]
 SIZE = 28  # MNIST images are 28x28 ...
 BOX = 20  # ... with the digit scaled to fit 20x20 ...
 CENTRE = 14.0  # ... and its centre of mass at pixel (14, 14) (the mean over MNIST's test set: 13.99, 14.01)
@@ -69,6 +70,7 @@ INK = 0.2  # the bounding box is of the pixels above this share of the ink's pea
 MIN_CONTRAST = 32  # grey levels: an image spanning fewer is blank
 MAX_PIXELS = 120_000_000  # larger images are refused (Pillow's decompression-bomb limit, set to this): a 48 MP
 # phone photo passes; JPEGs decode at a reduced scale (draft) and others are reduced right after decoding
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 WORK = 512  # pixels on the longer side: larger images are scaled down before preprocessing
 MIN_SIDE = 8  # pixels: a thinner image can't hold a recognisable digit
 KEEP = 0.25  # ink marks at least this share of the largest one's mass count as part of the digit
@@ -260,13 +262,17 @@ def open_image(path: Path) -> Image.Image:
                 if width * height > MAX_PIXELS:
                     raise InputError(f"too large: {width}x{height} pixels, over the limit of {MAX_PIXELS} "
                                      "(a possible decompression bomb)")
-                factor = max(width, height) // (2 * WORK)
-                if factor > 1:  # a JPEG decodes at 1/2, 1/4 or 1/8 scale: a photo costs no more than it needs
+                factor = -(-max(width, height) // (2 * WORK))  # to at most 2 * WORK pixels on the longer side
+                if factor > 1:  # a JPEG decodes at 1/2, 1/4 or 1/8 scale, the smallest still this large
                     image.draft(None, (width // factor, height // factor))
                 image.load()
                 image = ImageOps.exif_transpose(image)
-                factor = max(image.size) // (2 * WORK)
-                return image.reduce(factor) if factor > 1 and image.mode not in ("P", "1") else image
+                factor = -(-max(image.size) // (2 * WORK))
+                if factor <= 1:
+                    return image
+                # Image.reduce takes 8-bit and 32-bit modes: 16-bit as 32-bit, palettes and bilevel as their colours
+                modes = {"P": "RGBA", "PA": "RGBA", "1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
+                return image.convert(modes.get(image.mode, image.mode)).reduce(factor)
     except InputError:
         raise
     except UnidentifiedImageError as e:
@@ -350,10 +356,16 @@ def read_file(path: Path, raw: bool) -> list[Item]:
         return [Item(name, name, None, problem=str(e), cause=e)]
 
 
+# Raster formats a folder search takes (those of them this Pillow reads), with .npy: not Pillow's stubs, formats
+# that need outside programs (EPS, WMF) or that name other data (HDF5's .h5, video)
+FOLDER_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "TGA", "JPEG2000", "AVIF", "QOI", "PCX", "SGI"}
+
+
 def folder_suffixes() -> tuple[str, ...]:
-    """File name endings a folder search takes: every format this Pillow can open (WebP, PPM, ...) and .npy."""
+    """File name endings a folder search takes: FOLDER_FORMATS's, as Pillow registers them, and .npy."""
     Image.init()
-    return (*sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN), ".npy")
+    return (*sorted(ext for ext, fmt in Image.registered_extensions().items()
+                    if fmt in FOLDER_FORMATS and fmt in Image.OPEN), ".npy")
 
 
 def folder_files(folder: Path) -> tuple[list[Path], list[Item]]:
@@ -372,7 +384,7 @@ def folder_files(folder: Path) -> tuple[list[Path], list[Item]]:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # sorted: the same link wins on every machine
         files += [Path(parent, n) for n in names if not n.startswith(".") and n.lower().endswith(suffixes)]
     files.sort(key=lambda p: p.relative_to(folder).parts)
     return files, failed
@@ -564,7 +576,6 @@ def probability(text: str) -> float:
 def predict_main(argv: list[str] | None = None) -> int:
     """The command without its error handling (`main` adds it); returns the exit code."""
     args = parse_args(argv)
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     check_model_file(args.model)
     classes = model_classes(args.model) or DIGITS  # a plain Keras file: assumed to read digits
     items = read_inputs(args.paths, args.raw)

@@ -19,7 +19,7 @@ from dvclive.keras import DVCLiveCallback
 
 from tlpipe.data import load_npz, split_train_val
 from tlpipe.errors import PipelineError
-from tlpipe.io import check_writable, pending
+from tlpipe.io import check_writable, pending, write_json
 from tlpipe.live import log_run, open_live
 from tlpipe.model import split_at_features
 from tlpipe.params import Base, Train
@@ -82,9 +82,8 @@ def training_devices(model: keras.Model) -> dict[str, str]:
 
 
 # By default (make_dataset's in_place), arrays above this size (cached features: GBs) are gathered from NumPy in
-# place instead of being copied into a TensorFlow constant (with that copy and predict()'s concatenation, a 60k-image
-# cache peaked at 6.2 GB RSS, now 2.3). Smaller ones (images) keep the all-TensorFlow gather, which holds no GIL in
-# the input pipeline.
+# place: a TensorFlow copy would double their memory. Smaller ones (images) keep the all-TensorFlow gather, which
+# holds no GIL in the input pipeline.
 IN_PLACE_BYTES = 256 * 2**20
 
 
@@ -168,9 +167,8 @@ def make_dataset(
         batches = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     if extract is not None:
         batches = batches.map(lambda batch, labels: (extract(batch), labels))
-    # tf.data's autotuning off: with it on, a fit sometimes returned about 1.9 s after its last step, in the
-    # pipeline's teardown (5 of 10 streamed frozen_head fits on an Intel Xeon; 0 of 10 with it off), and a
-    # scratch epoch ran no faster with it (docs/performance.md).
+    # tf.data's autotuning off: with it on, a fit sometimes spent seconds in the input pipeline's teardown after
+    # its last step, and no epoch ran faster (docs/performance.md).
     options = tf.data.Options()
     options.autotune.enabled = False
     return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
@@ -191,13 +189,12 @@ class Recipe:
     lr_key: str = "lr"  # the params key of `lr`, for messages
 
     @classmethod
-    def of(cls, phase: Train, key: str = "") -> Recipe:
+    def of(cls, phase: Train, key: str) -> Recipe:
         """The Recipe of params section `key` (pretrain, frozen_head, ...)."""
         return cls(phase.lr, phase.schedule, phase.warmup, phase.label_smoothing, phase.shift,
-                   getattr(phase, "flip", False), f"{key}.lr" if key else "lr")
+                   getattr(phase, "flip", False), f"{key}.lr")
 
 
-@keras.saving.register_keras_serializable("tlpipe")
 class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     """A Recipe's learning rate at each step, with its settings in variables: one compiled model can then train
     run after run, each with its own length, without tracing its functions again (Trainer)."""
@@ -225,9 +222,6 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         return keras.ops.where(keras.ops.greater(self.cosine, 0.0), self._cosine(step), self.peak)
 
-    def get_config(self) -> dict:
-        return {}
-
 
 def smoothed_crossentropy(label_smoothing: float, num_classes: int):
     """Cross-entropy on integer labels with label smoothing (Keras' sparse loss has no smoothing)."""
@@ -253,7 +247,7 @@ class Trainer:
     """The one training engine: `model` compiled once under `recipe`, trained by epochs (the pipeline's phases)
     or by steps (the sweep's runs, many per Trainer).
 
-    A compile traces the train, test and predict functions anew on first use (about 1.7 s per sweep run,
+    A compile traces the train, test and predict functions anew on first use (seconds, on a sweep run's scale:
     docs/performance.md), so a run starts instead from `start`: a fresh model's variables (weights, BatchNorm
     statistics, the dropout's seed state), Adam's slots and step count at zero, and the schedule set for the
     run's length. `steps_per_execution` steps run per call into the graph. `in_place` is make_dataset's.
@@ -262,6 +256,7 @@ class Trainer:
     def __init__(self, model: keras.Model, recipe: Recipe, steps_per_execution: int = 1,
                  in_place: bool | None = None):
         self.model, self.recipe, self.in_place = model, recipe, in_place
+        self.steps_per_execution = steps_per_execution
         self.schedule = Schedule()
         classes = model.output.shape[-1]
         loss = (smoothed_crossentropy(recipe.label_smoothing, classes) if recipe.label_smoothing
@@ -272,8 +267,8 @@ class Trainer:
     @functools.cached_property
     def tester(self) -> keras.Model:
         """The model's layers and variables in an uncompiled model, which predicts one batch per graph call:
-        Keras unrolls steps_per_execution predict steps into one graph, which held about 540 MB more after three
-        passes over MNIST's test set in batches of 512 (docs/performance.md)."""
+        Keras unrolls steps_per_execution predict steps into one graph, which keeps hundreds of MB more memory
+        (docs/performance.md)."""
         return keras.Model(self.model.input, self.model.output, name=f"{self.model.name}_tester")
 
     def load(self, fresh: keras.Model) -> None:
@@ -310,15 +305,18 @@ class Trainer:
                 verbose=verbose,
             )
 
-    def fit_steps(self, data: Data, steps: int, every: int, batch_size: int, seed: int,
-                  fresh: keras.Model | None = None) -> dict:
-        """Train for `steps` optimizer steps (a multiple of `every`) from `fresh`, validating every `every` steps.
+    def fit_steps(self, data: Data, steps: int, batch_size: int, seed: int, fresh: keras.Model | None = None,
+                  first_step: int = 0) -> dict:
+        """Train for `steps` optimizer steps from `fresh`, validating after every call into the graph
+        (steps_per_execution steps; `steps` must be a multiple). `first_step` counts on from an earlier phase, for
+        messages.
 
         Model selection on the validation split only: the model ends with the weights of the best validation
         accuracy seen, the starting weights included. Returns that accuracy and its step.
         """
+        every = self.steps_per_execution
         if steps % every:
-            raise ValueError(f"steps={steps} is not a multiple of every={every}")
+            raise ValueError(f"steps={steps} is not a multiple of steps_per_execution={every}")
         self.start(steps, fresh)
         val = self._dataset(data.x_val, data.y_val, batch_size)
         start = float(self.model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
@@ -327,7 +325,7 @@ class Trainer:
             self.model.fit(
                 self._dataset(data.x_train, data.y_train, batch_size, seed, repeat=True, train=True),
                 validation_data=val, epochs=steps // every, steps_per_epoch=every, shuffle=False, verbose=0,
-                callbacks=[FiniteLoss(self.recipe.lr_key, steps_per_round=every), best],
+                callbacks=[FiniteLoss(self.recipe.lr_key, steps_per_round=every, first_step=first_step), best],
             )
         return {"val_accuracy": round(best.best_accuracy, 6), "best_step": best.best_step}
 
@@ -336,14 +334,15 @@ class FiniteLoss(keras.callbacks.Callback):
     """Stop with a PipelineError once a loss is no longer finite, naming the epoch (or step) and the learning rate
     to lower: a run past that point saves NaN weights, and model selection silently keeps its starting point."""
 
-    def __init__(self, lr_key: str, first_epoch: int = 1, steps_per_round: int | None = None):
+    def __init__(self, lr_key: str, first_epoch: int = 1, steps_per_round: int | None = None, first_step: int = 0):
         super().__init__()
         self.lr_key, self.first_epoch, self.steps_per_round = lr_key, first_epoch, steps_per_round
+        self.first_step = first_step
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         bad = sorted(key for key, value in (logs or {}).items() if "loss" in key and not math.isfinite(float(value)))
         if bad:
-            when = (f"by step {(epoch + 1) * self.steps_per_round}" if self.steps_per_round
+            when = (f"by step {self.first_step + (epoch + 1) * self.steps_per_round}" if self.steps_per_round
                     else f"in epoch {epoch + self.first_epoch}")
             raise PipelineError(f"training diverged: {' and '.join(bad)} not finite {when}; lower {self.lr_key} "
                                 "(nothing was written)")
@@ -454,8 +453,7 @@ def frozen_extractor(extractor: keras.Model):
     Each Conv2D and the BatchNormalization after it are folded into one convolution with a bias (the moving
     statistics scale the kernel and shift the bias), which TensorFlow's CPU graph optimizer fuses with the
     ReLU after it into one op, where the layers one by one pass over every activation four times (bias, scale,
-    shift, ReLU): the extractor's forward pass over MNIST's 55,000 training images took about two thirds of the
-    time folded on an Intel Xeon (docs/performance.md). The same function up to float rounding (a test
+    shift, ReLU), so the folded pass is faster (docs/performance.md). The same function up to float rounding (a test
     checks it against the layers). An extractor with a layer this cannot fold exactly runs as its layers, in
     inference mode; the function's `folded` says which.
     """
@@ -486,7 +484,8 @@ def split_frozen(model: keras.Model, key: str, fix: str) -> tuple:
 
 
 def cache_features(
-    model: keras.Model, data: Data, batch_size: int, key: str, fix: str = "add them to transfer.freeze"
+    model: keras.Model, data: Data, batch_size: int, key: str,
+    fix: str = "add them to transfer.layers and transfer.freeze",
 ) -> tuple[keras.Model, Data]:
     """Split `model` at its features; return (head, `data` with images replaced by the extractor's outputs).
 
@@ -521,7 +520,7 @@ def fit_head_on_features(
     start = time.perf_counter()
     head, cached = cache_features(
         model, data, batch_size, "frozen_head.cache_features",
-        fix="add them to transfer.freeze, or set frozen_head.cache_features: false",
+        fix="add them to transfer.layers and transfer.freeze, or set frozen_head.cache_features: false",
     )
     fit(head, cached, phase, batch_size, seed, live, first_epoch, key=key)
     return time.perf_counter() - start
@@ -566,17 +565,21 @@ def load_train_val(path: Path, base: Base) -> Data:
 
 def train_and_save(
     model: keras.Model, data: Data, phase: Train, base: Base, logs: Path, weights_out: Path,
-    first_epoch: int = 1, head: str = "", batch_size: int | None = None, key: str = "",
+    *, key: str, first_epoch: int = 1, head: str = "", batch_size: int | None = None,
+    report: tuple[Path, dict] | None = None,
 ) -> None:
     """Train one phase (params section `key`) with DVCLive logs (its wall time and devices too) in `logs`, then
-    save the weights by layer name. Batches of `batch_size` images, by default `base.batch_size`. The outputs are
-    checked for writability first, and the logs appear only once training has succeeded.
+    save the weights by layer name, and `report` (path, content) as JSON before them. Batches of `batch_size`
+    images, by default `base.batch_size`. Every output is checked for writability first; if training fails, the
+    logs DVCLive wrote as it went are removed and nothing else is written.
 
     `head`: "" trains `model` as it is (fit), "stream" runs a frozen extractor in the input pipeline
     (fit_head_streamed), "cache" computes its features once (fit_head_on_features)."""
-    check_writable(logs, weights_out)
+    check_writable(logs, weights_out, *([report[0]] if report else []))
     train = {"": fit, "stream": fit_head_streamed, "cache": fit_head_on_features}[head]
     with pending(logs), open_live(logs) as live:  # DVCLive writes as it goes: removed if training fails
         seconds = train(model, data, phase, batch_size or base.batch_size, base.seed, live, first_epoch, key=key)
         log_run(live, seconds, training_devices(model))
+    if report:
+        write_json(*report)
     save_weights(model, weights_out)
