@@ -318,7 +318,7 @@ def watch_stage(root: Path, stage: str, seen: dict[int, list[float]], stop: thre
 
 
 # Last in this module: it commits the reproduced repository and leaves experiment refs in it.
-def test_queued_experiments_run_on_two_workers(repo):
+def test_queued_experiments_run_on_two_workers(repo, tmp_path):
     """docs/scaling-out.md: queue a small grid and start two workers; each worker runs one experiment, both at
     the same time (the workers' logs, `dvc queue status`, the fine-tune processes), and `dvc exp show` has both
     with their metrics."""
@@ -333,7 +333,11 @@ def test_queued_experiments_run_on_two_workers(repo):
     stop = threading.Event()
     watcher = threading.Thread(target=watch_stage, args=(root, "finetune", finetunes, stop), daemon=True)
     watcher.start()
-    sh(root, "dvc", "queue", "start", "--jobs", "2", env=env)
+    # Not into a pipe: the workers inherit `dvc queue start`'s stdout and stderr and hold them until they exit, so
+    # a captured start returns only once every experiment is done (and `dvc queue status` never shows Running).
+    with (tmp_path / "queue-start.log").open("w") as log:
+        subprocess.run(["dvc", "queue", "start", "--jobs", "2"], cwd=root, env=env, stdout=log,
+                       stderr=subprocess.STDOUT, check=True)
     deadline, most_running = time.monotonic() + 900, 0
     try:
         while True:
@@ -346,8 +350,8 @@ def test_queued_experiments_run_on_two_workers(repo):
     finally:
         stop.set()
         sh(root, "dvc", "queue", "stop", "--kill", env=env, check=False)  # no worker outlives the test
-    assert status.count("Success") == 2, status + sh(root, "dvc", "queue", "logs", "lr-1e-3", env=env,
-                                                     check=False).stdout
+    assert status.count("Success") == 2, status + (tmp_path / "queue-start.log").read_text() + sh(
+        root, "dvc", "queue", "logs", "lr-1e-3", env=env, check=False).stdout
     # one experiment per worker, received by both before either finished
     assert sorted(tasks) == ["dvc-exp-worker-1", "dvc-exp-worker-2"], tasks
     assert [len(runs) for runs in tasks.values()] == [1, 1], tasks

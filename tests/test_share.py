@@ -19,6 +19,7 @@ import yaml
 from tests.support import copy_tiny_project, dvc_env
 
 EXP = "lr-1e-3"  # A's experiment
+CHANGED = ["finetune", "compare", "export"]  # the stages a change of finetune.lr runs
 
 
 def sh(cwd: Path, *args: str, env: dict) -> str:
@@ -71,8 +72,8 @@ class Team(NamedTuple):
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory, mirror) -> Team:
-    """origin.git and the DVC remote holding the tiny project's baseline (download, pretrain and frozen_head done
-    once, committed and pushed) and experiment EXP, which clone `a` ran on it (finetune only) and pushed."""
+    """origin.git and the DVC remote holding the tiny project's baseline (the whole pipeline reproduced, committed
+    and pushed) and experiment EXP, which clone `a` ran on it and pushed."""
     base = tmp_path_factory.mktemp("share")
     env = dvc_env(mirror[0])
     a = base / "a"
@@ -82,14 +83,14 @@ def team(tmp_path_factory, mirror) -> Team:
     sh(a, "dvc", "remote", "add", "-f", "-d", "shared", str(base / "dvc-remote"), env=env)
     sh(a, "git", "add", "-A", env=env)
     sh(a, "git", "commit", "-qm", "tiny project", env=env)  # DVCLive needs a commit to exist
-    sh(a, "dvc", "repro", "frozen_head", env=env)
+    sh(a, "dvc", "repro", env=env)
     sh(a, "dvc", "push", env=env)
     sh(a, "git", "add", "-A", env=env)
     sh(a, "git", "commit", "-qm", "baseline", env=env)
     sh(a, "git", "remote", "add", "origin", str(base / "origin.git"), env=env)
     sh(a, "git", "push", "-q", "origin", "main", env=env)
-    out = sh(a, "dvc", "exp", "run", "-n", EXP, "-S", "finetune.lr=1e-3", "finetune", env=env)
-    assert ran(out) == ["finetune"], out
+    out = sh(a, "dvc", "exp", "run", "-n", EXP, "-S", "finetune.lr=1e-3", env=env)
+    assert ran(out) == CHANGED, out
     sh(a, "dvc", "exp", "push", "origin", EXP, env=env)  # its git ref to origin, its outputs to the DVC remote
     sha = exp_ref(a, EXP)
     assert sha and exp_lr(a, sha) == 0.001
@@ -105,7 +106,22 @@ def test_a_fresh_clone_pulls_and_applies_an_experiment_without_training(team):
     # the very files A's experiment wrote, its DVCLive summaries included (A's train_seconds, which no rerun gives)
     assert files(b) == team.files
     assert ran(pulled + applied) == []
-    assert "Data and pipelines are up to date" in sh(b, "dvc", "status", "finetune", env=team.env)
+    assert "Data and pipelines are up to date" in sh(b, "dvc", "status", env=team.env)  # the whole pipeline
+
+
+def test_a_clone_whose_dvc_remote_lacks_the_outputs_gets_the_experiment_but_cannot_apply_it(team):
+    """The clone's default DVC remote is another folder (added with --local here; a relative path resolved from
+    another place does the same): `dvc exp pull` only warns and exits 0, `dvc exp apply` fails."""
+    d = team.clone("d")
+    (team.base / "other-remote").mkdir()
+    sh(d, "dvc", "remote", "add", "--local", "-d", "other", str(team.base / "other-remote"), env=team.env)
+    pulled = sh(d, "dvc", "exp", "pull", "origin", EXP, env=team.env)
+    assert "Some of the cache files do not exist neither locally nor on remote" in pulled, pulled
+    assert f"Pulled experiment '['{EXP}']'" in pulled and exp_ref(d, EXP) == team.sha
+    applied = subprocess.run(["dvc", "exp", "apply", EXP], cwd=d, env=team.env, capture_output=True, text=True)
+    assert applied.returncode != 0, applied.stdout
+    assert "Checkout failed" in applied.stderr and "Is your cache up to date?" in applied.stderr, applied.stderr
+    assert not (d / "models/finetune.named.h5").exists()
 
 
 def test_pull_keeps_a_diverged_local_experiment_until_forced(team):
@@ -113,6 +129,7 @@ def test_pull_keeps_a_diverged_local_experiment_until_forced(team):
     `dvc exp pull --force` replaces it with A's."""
     c = team.clone("c")
     sh(c, "dvc", "pull", env=team.env)  # the baseline's outputs
+    # finetune alone (compare and export keep the baseline's entries): a version of its own is all this needs
     out = sh(c, "dvc", "exp", "run", "-n", EXP, "-S", "finetune.lr=3e-3", "finetune", env=team.env)
     assert ran(out) == ["finetune"], out
     own, own_files = exp_ref(c, EXP), files(c)
@@ -120,6 +137,7 @@ def test_pull_keeps_a_diverged_local_experiment_until_forced(team):
 
     kept = sh(c, "dvc", "exp", "pull", "origin", EXP, env=team.env)
     assert "has diverged from remote experiment" in kept and "--force" in kept, kept
+    assert "No experiments to pull" in kept, kept
     assert exp_ref(c, EXP) == own and files(c) == own_files  # C's experiment, C's workspace
 
     sh(c, "dvc", "exp", "pull", "--force", "origin", EXP, env=team.env)
