@@ -1,7 +1,7 @@
 """compare: evaluate every model once on its test set and compare transfer with scratch.
 
-Reads data/*.npz, models/*.weights.h5, the DVCLive logs in metrics/logs/ and params base.*, model.*,
-frozen_head.epochs, compare.*.
+Reads data/target.npz, the source dataset (data/<pretrain.source>.npz), models/*.named.h5, the DVCLive logs in
+metrics/logs/ and params base.*, model.*, frozen_head.epochs, compare.*.
 Writes metrics/compare.json and metrics/plots/ (validation curves, confusion pairs, accuracy.png).
 Run alone: dvc repro compare
 """
@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from tlpipe.cli import run
-from tlpipe.data import load_npz
+from tlpipe.data import NUM_CLASSES, load_npz
 from tlpipe.io import write_json
 from tlpipe.live import measured, read_curve, read_summary
 from tlpipe.model import build_model
@@ -23,30 +23,32 @@ from tlpipe.report import (
     write_confusion,
     write_curves,
 )
+from tlpipe.target import load_target
 from tlpipe.train import make_deterministic
 from tlpipe.transfer import load_weights
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("mnist", "fashion_mnist", "fashion_weights", "frozen_head_weights", "finetune_weights",
+    for name in ("target", "source_data", "source_weights", "frozen_head_weights", "finetune_weights",
                  "scratch_weights", "logs", "metrics_out", "plots_out"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True)
     args = parser.parse_args()
     params = load_params()
     make_deterministic(params.base.seed, params.base.deterministic)
-    mnist, fashion = load_npz(args.mnist), load_npz(args.fashion_mnist)
+    target, source = load_target(args.target), load_npz(args.source_data)
 
-    def test(task: str, weights: Path, arrays: dict) -> dict:
-        model = build_model(task, params.model, params.base.image_size)
+    def test(task: str, weights: Path, arrays: dict, classes: int) -> dict:
+        model = build_model(task, params.model, params.base.image_size, classes)
         load_weights(model, weights)
         return evaluate(model, arrays["x_test"], arrays["y_test"], params.base.batch_size)
 
+    tested = target.arrays()
     results = {
-        "pretrain": test("fashion", args.fashion_weights, fashion),
-        "frozen_head": test("mnist", args.frozen_head_weights, mnist),
-        "transfer": test("mnist", args.finetune_weights, mnist),
-        "scratch": test("mnist", args.scratch_weights, mnist),
+        "pretrain": test("fashion", args.source_weights, source, NUM_CLASSES),
+        "frozen_head": test("mnist", args.frozen_head_weights, tested, len(target.classes)),
+        "transfer": test("mnist", args.finetune_weights, tested, len(target.classes)),
+        "scratch": test("mnist", args.scratch_weights, tested, len(target.classes)),
     }
     curves = {
         "transfer": read_curve(args.logs / "frozen_head") + read_curve(args.logs / "finetune"),
@@ -55,12 +57,12 @@ def main() -> None:
     seconds = {stage: read_summary(args.logs / stage)["train_seconds"] for stage in ("frozen_head", "finetune")}
     seconds = {"transfer": sum(seconds.values()), "scratch": read_summary(args.logs / "scratch")["train_seconds"]}
     for run_name in curves:
-        write_confusion(args.plots_out, run_name, mnist["y_test"], results[run_name]["predicted"])
+        write_confusion(args.plots_out, run_name, target.y_test, results[run_name]["predicted"], target.classes)
     write_curves(args.plots_out, curves)
     plot_accuracy_png(
         args.plots_out / ACCURACY_PNG, curves, params.frozen_head.epochs + 0.5,
-        f"MNIST validation accuracy (test: transfer {results['transfer']['test_accuracy']:.4f}, "
-        f"scratch {results['scratch']['test_accuracy']:.4f})",
+        f"{Path(params.target.path).stem} validation accuracy (test: transfer "
+        f"{results['transfer']['test_accuracy']:.4f}, scratch {results['scratch']['test_accuracy']:.4f})",
     )
 
     metrics = compare_metrics(results, curves, seconds, params.compare.threshold)

@@ -1,9 +1,10 @@
 """export: the trained models as standard Keras files, for use outside the pipeline.
 
-Reads models/{fashion,finetune,scratch}.named.h5 (the pipeline's by-name weights) and params base.image_size,
-model.*. Writes models/fashion.keras, models/transfer.keras, models/scratch.keras (complete inference models
-in Keras 3's native format: (N, 28, 28) uint8 images in, 10 class probabilities out; open them with
-`keras.models.load_model`) and a TensorFlow SavedModel of each MNIST model (models/transfer.savedmodel/,
+Reads models/{source,finetune,scratch}.named.h5 (the pipeline's by-name weights), the class names in
+data/target.npz and params base.image_size, model.*, pretrain.source. Writes models/source.keras (the pretrained
+model), models/transfer.keras, models/scratch.keras (complete inference models in Keras 3's native format:
+(N, 28, 28) uint8 images in, one probability per class out; open them with `keras.models.load_model`; each carries
+its class names) and a TensorFlow SavedModel of each target model (models/transfer.savedmodel/,
 models/scratch.savedmodel/, made with `model.export` for TensorFlow Serving).
 Run alone: dvc repro export
 """
@@ -17,34 +18,36 @@ from tlpipe.errors import PipelineError
 from tlpipe.io import atomic_dir, atomic_path, check_writable, reproducible_zip
 from tlpipe.model import build_model, inference_model
 from tlpipe.params import load_params
+from tlpipe.target import target_classes
 from tlpipe.transfer import load_weights
 
-# output name -> (task, weights argument, dataset whose classes it outputs)
-MODELS = {"fashion": ("fashion", "fashion", "fashion_mnist"), "transfer": ("mnist", "finetune", "mnist"),
-          "scratch": ("mnist", "scratch", "mnist")}
+# output name -> (task, weights argument)
+MODELS = {"source": ("fashion", "source"), "transfer": ("mnist", "finetune"), "scratch": ("mnist", "scratch")}
 SERVED = ("transfer", "scratch")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("fashion", "finetune", "scratch"):
+    for name in ("source", "finetune", "scratch"):
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"models/{name}.named.h5")
+    parser.add_argument("--target", type=Path, required=True, help="data/target.npz (its class names)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the .keras files and SavedModels")
     args = parser.parse_args()
     import tensorflow as tf  # for its error types; a top-level import would run before tlpipe's, unquieted
 
     params = load_params()
     check_writable(args.out / "model.keras")
+    classes = {"fashion": CLASS_NAMES[params.pretrain.source], "mnist": target_classes(args.target)}
     models = {}
-    for name, (task, weights, _) in MODELS.items():  # load all first: a bad weights file leaves no new output
-        model = build_model(task, params.model, params.base.image_size)
+    for name, (task, weights) in MODELS.items():  # load all first: a bad weights file leaves no new output
+        model = build_model(task, params.model, params.base.image_size, len(classes[task]))
         load_weights(model, getattr(args, weights))
         models[name] = inference_model(model)
     for name, model in models.items():
         with atomic_path(args.out / f"{name}.keras") as tmp:
             model.save(tmp)  # the temporary name keeps the .keras suffix that Keras requires
             # the same model gives the same bytes (and md5 in dvc.lock) on every run; the class names travel with it
-            reproducible_zip(tmp, {"classes": CLASS_NAMES[MODELS[name][2]]})
+            reproducible_zip(tmp, {"classes": classes[MODELS[name][0]]})
         if name in SERVED:
             with atomic_dir(args.out / f"{name}.savedmodel") as tmp:
                 try:

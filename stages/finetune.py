@@ -1,6 +1,6 @@
-"""finetune: MNIST epochs N+1..N+M. Load the frozen-head model, unfreeze it, train everything at a low rate.
+"""finetune: target epochs N+1..N+M. Load the frozen-head model, unfreeze it, train everything at a low rate.
 
-Reads models/frozen_head.named.h5, data/mnist.npz and params base.*, model.*, frozen_head.epochs, finetune.*.
+Reads models/frozen_head.named.h5, data/target.npz and params base.*, model.*, frozen_head.epochs, finetune.*.
 Writes models/finetune.named.h5 and DVCLive logs in metrics/logs/finetune/.
 Run alone: dvc repro finetune
 """
@@ -11,7 +11,8 @@ from pathlib import Path
 from tlpipe.cli import run
 from tlpipe.model import build_model
 from tlpipe.params import load_params
-from tlpipe.train import load_train_val, make_deterministic, train_and_save
+from tlpipe.target import load_target
+from tlpipe.train import make_deterministic, train_and_save
 from tlpipe.transfer import batchnorm_layers, load_weights, set_trainable
 
 
@@ -24,8 +25,9 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     make_deterministic(params.base.seed, params.base.deterministic)
-    data = load_train_val(args.data, params.base)
-    model = build_model("mnist", params.model, params.base.image_size)
+    target = load_target(args.data)
+    data = target.split()
+    model = build_model("mnist", params.model, params.base.image_size, len(target.classes))
     load_weights(model, args.weights)
     if params.finetune.bn_inference:
         # Keras guide: keep BatchNormalization frozen (inference mode) so fine-tuning does not wreck its statistics.

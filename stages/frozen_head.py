@@ -1,6 +1,6 @@
-"""frozen_head: MNIST epochs 1..N. Transfer the Fashion extractor by layer name, freeze it, train the new head.
+"""frozen_head: target epochs 1..N. Transfer the source extractor by layer name, freeze it, train the new head.
 
-Reads models/fashion.named.h5, data/mnist.npz and params base.* (all but base.batch_size: frozen_head.batch_size is
+Reads models/source.named.h5, data/target.npz and params base.* (all but base.batch_size: frozen_head.batch_size is
 its own), model.*, transfer.*, frozen_head.*.
 The frozen extractor runs in the input pipeline with each BatchNormalization folded into its convolution
 (tlpipe.train.fit_head_streamed), or once per image with frozen_head.cache_features.
@@ -15,7 +15,8 @@ from pathlib import Path
 from tlpipe.cli import run
 from tlpipe.model import build_model
 from tlpipe.params import load_params
-from tlpipe.train import load_train_val, make_deterministic, train_and_save
+from tlpipe.target import load_target
+from tlpipe.train import make_deterministic, train_and_save
 from tlpipe.transfer import set_trainable, trainable_count, transfer_by_name
 
 
@@ -29,8 +30,9 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     make_deterministic(params.base.seed, params.base.deterministic)
-    data = load_train_val(args.data, params.base)
-    model = build_model("mnist", params.model, params.base.image_size)
+    target = load_target(args.data)
+    data = target.split()
+    model = build_model("mnist", params.model, params.base.image_size, len(target.classes))
     report = transfer_by_name(model, args.source_weights, params.transfer.layers)
     set_trainable(model, params.transfer.freeze, False, "transfer.freeze")
     report["frozen"] = params.transfer.freeze

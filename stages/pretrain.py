@@ -1,8 +1,8 @@
-"""pretrain: train the CNN on Fashion-MNIST (validation split held out) and save its weights by layer name.
+"""pretrain: train the CNN on the source dataset (validation split held out) and save its weights by layer name.
 
-Reads data/fashion_mnist.npz and params base.* (all but base.batch_size: pretrain.batch_size is its own), model.*,
-pretrain.*.
-Writes models/fashion.named.h5 and DVCLive logs in metrics/logs/pretrain/.
+Reads data/<pretrain.source>.npz (fashion_mnist or mnist) and params base.* (all but base.batch_size:
+pretrain.batch_size is its own), model.*, pretrain.*.
+Writes models/source.named.h5 and DVCLive logs in metrics/logs/pretrain/.
 Run alone: dvc repro pretrain
 """
 

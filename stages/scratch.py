@@ -1,6 +1,6 @@
-"""scratch: the same MNIST model from random init, trained on the transfer run's whole epoch budget.
+"""scratch: the same target model from random init, trained on the transfer run's whole epoch budget.
 
-Reads data/mnist.npz and params base.*, model.*, scratch.*.
+Reads data/target.npz and params base.*, model.*, scratch.*.
 Writes models/scratch.named.h5 and DVCLive logs in metrics/logs/scratch/.
 Run alone: dvc repro scratch
 """
@@ -11,7 +11,8 @@ from pathlib import Path
 from tlpipe.cli import run
 from tlpipe.model import build_model
 from tlpipe.params import load_params
-from tlpipe.train import load_train_val, make_deterministic, train_and_save
+from tlpipe.target import load_target
+from tlpipe.train import make_deterministic, train_and_save
 
 
 def main() -> None:
@@ -22,8 +23,9 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     make_deterministic(params.base.seed, params.base.deterministic)
-    data = load_train_val(args.data, params.base)
-    model = build_model("mnist", params.model, params.base.image_size)
+    target = load_target(args.data)
+    data = target.split()
+    model = build_model("mnist", params.model, params.base.image_size, len(target.classes))
     train_and_save(model, data, params.scratch, params.base, args.logs, args.weights_out, key="scratch")
 
 

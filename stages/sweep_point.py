@@ -1,7 +1,8 @@
-"""sweep_point: the points of the label-budget sweep for one seed, at every budget of MNIST labels.
+"""sweep_point: the points of the label-budget sweep for one seed, at every budget of target labels.
 
-Reads data/mnist.npz, models/fashion.named.h5 (transfer and frozen runs) and params base.image_size,
-base.deterministic, model.*, transfer.*, sweep.* (except the list of seeds, so adding a seed runs only its stage).
+Reads data/target.npz (its labelled pool and test set), models/source.named.h5 (transfer and frozen runs) and
+params base.image_size, base.deterministic, model.*, transfer.*, sweep.* (except the list of seeds, so adding a
+seed runs only its stage).
 Writes one JSON record per point (sizes, budget rule, the validation-selected step, the test accuracy) as
 <out-dir>/<run>-<budget>-<seed>.json. The points share one process, the frozen extractor's features and the
 compiled models; each still starts from its own seeded initialisation, so its record is the one it gets alone.
@@ -12,11 +13,11 @@ import argparse
 from pathlib import Path
 
 from tlpipe.cli import run
-from tlpipe.data import load_npz
 from tlpipe.io import check_writable, write_json
 from tlpipe.params import SWEEP_RUNS, load_params
 from tlpipe.points import run_points
 from tlpipe.sweep import point_name
+from tlpipe.target import load_target
 
 
 def main() -> None:
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="+", help="default: params sweep.budgets")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--source-weights", type=Path, help="Fashion weights (transfer and frozen runs)")
+    parser.add_argument("--source-weights", type=Path, help="pretrained weights (transfer and frozen runs)")
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args()
     if set(args.runs) - {"scratch"} and args.source_weights is None:
@@ -33,7 +34,7 @@ def main() -> None:
     params = load_params()
     check_writable(args.out_dir / "record.json")
     budgets = args.budgets or params.sweep.budgets
-    records = run_points(args.runs, budgets, args.seed, params, load_npz(args.data), args.source_weights)
+    records = run_points(args.runs, budgets, args.seed, params, load_target(args.data).arrays(), args.source_weights)
     # Written only once every point is done, so a failure leaves none of this stage's records behind.
     for record in records:
         out = args.out_dir / f"{point_name(record['run'], record['budget'], args.seed)}.json"

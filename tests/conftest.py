@@ -30,9 +30,12 @@ def params_file(tmp_path, mirror) -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory, mirror) -> Path:
-    """data/ with mnist.npz and fashion_mnist.npz, written by the download stage from the synthetic mirror."""
+    """data/ with mnist.npz and fashion_mnist.npz, written by the download stage from the synthetic mirror, and
+    target.npz (MNIST as the target), written by the prepare stage."""
     root = tmp_path_factory.mktemp("data")
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(mirror[1])))
     result = run_stage(root, "download", "data", mirror=mirror[0])
+    assert result.returncode == 0, result.stderr
+    result = run_stage(root, "prepare", "data/target.npz", "metrics/prepare.json")
     assert result.returncode == 0, result.stderr
     return root / "data"

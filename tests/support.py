@@ -156,3 +156,33 @@ def dvc_env(mirror: Path) -> dict[str, str]:
         "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
+
+
+def write_image_folder(root: Path, counts: dict[str, int], seed: int = 0, size: int = 40) -> dict[str, list[Path]]:
+    """Class folders of tiny learnable PNGs under `root`: class i is a dark bar at its own angle on light paper,
+    in sizes and modes that vary (L, RGB, RGBA with an opaque background, a 16-bit PNG). Returns the files."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    written: dict[str, list[Path]] = {}
+    for c, (name, n) in enumerate(sorted(counts.items())):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        written[name] = []
+        for k in range(n):
+            side = size + int(rng.integers(-8, 9))
+            image = Image.new("L", (side, side), int(rng.integers(200, 250)))
+            angle = np.pi * c / max(len(counts), 1)
+            dx, dy = np.cos(angle) * side * 0.35, np.sin(angle) * side * 0.35
+            mid = side / 2 + rng.normal(0, 1, 2)
+            ImageDraw.Draw(image).line([(mid[0] - dx, mid[1] - dy), (mid[0] + dx, mid[1] + dy)], fill=20,
+                                       width=max(2, side // 8))
+            mode = ("L", "RGB", "RGBA", "I;16")[k % 4]
+            if mode == "I;16":
+                image = Image.fromarray(np.asarray(image).astype(np.uint16) * 257)
+            else:
+                image = image.convert(mode)
+            path = folder / f"{name}-{k}.png"
+            image.save(path)
+            written[name].append(path)
+    return written

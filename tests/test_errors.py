@@ -102,14 +102,14 @@ def test_no_source_at_all(workdir):
 )
 def test_bad_params(workdir, data_dir, dotted, value, message):
     set_param(workdir / "params.yaml", dotted, value)
-    result = run_stage(workdir, "scratch", str(data_dir / "mnist.npz"), "models/s.named.h5", "logs/scratch")
+    result = run_stage(workdir, "scratch", str(data_dir / "target.npz"), "models/s.named.h5", "logs/scratch")
     assert_one_line_error(result, "scratch", message)
     assert not (workdir / "models").exists()
 
 
 def test_missing_section(workdir, data_dir):
     set_param(workdir / "params.yaml", "compare", delete=True)
-    result = run_stage(workdir, "scratch", str(data_dir / "mnist.npz"), "m.named.h5", "logs")
+    result = run_stage(workdir, "scratch", str(data_dir / "target.npz"), "m.named.h5", "logs")
     assert_one_line_error(result, "scratch", "missing section 'compare'")
 
 
@@ -123,7 +123,7 @@ def test_unknown_layer_names(workdir, data_dir, tmp_path, key, names, message):
     set_param(workdir / "params.yaml", key, names)
     if key == "transfer.layers":  # only transferred layers may be frozen
         set_param(workdir / "params.yaml", "transfer.freeze", names[:1])
-    result = run_stage(workdir, "frozen_head", str(fashion), str(data_dir / "mnist.npz"),
+    result = run_stage(workdir, "frozen_head", str(fashion), str(data_dir / "target.npz"),
                        "out.named.h5", "report.json", "logs")
     assert_one_line_error(result, "frozen_head", message)
     assert not (workdir / "out.named.h5").exists() and not (workdir / "report.json").exists()
@@ -155,6 +155,6 @@ def test_bad_weights(workdir, data_dir, kind, message):
         weights.write_text("definitely not HDF5\n")
     elif kind == "empty":
         weights.write_bytes(b"")
-    result = run_stage(workdir, "finetune", str(weights), str(data_dir / "mnist.npz"), "out.named.h5", "logs")
+    result = run_stage(workdir, "finetune", str(weights), str(data_dir / "target.npz"), "out.named.h5", "logs")
     assert_one_line_error(result, "finetune", message)
     assert not (workdir / "out.named.h5").exists()

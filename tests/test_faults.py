@@ -86,7 +86,7 @@ def test_ctrl_c_stops_promptly_with_one_line(tmp_path, mirror, data_dir):
     params = tiny_params(mirror[1])
     params["scratch"]["epochs"] = 10_000
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = run_stage(tmp_path, "scratch", str(data_dir / "mnist.npz"), "models/s.named.h5", "logs",
+    proc = run_stage(tmp_path, "scratch", str(data_dir / "target.npz"), "models/s.named.h5", "logs",
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for line in proc.stdout:
         if line.startswith("Epoch 3/"):

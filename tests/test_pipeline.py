@@ -22,7 +22,7 @@ import yaml
 
 from tests.support import copy_tiny_project, set_param
 
-WEIGHTS = ["fashion", "frozen_head", "finetune", "scratch"]
+WEIGHTS = ["source", "frozen_head", "finetune", "scratch"]
 
 
 def sh(cwd: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:

@@ -67,6 +67,38 @@ def test_validation_split_is_inside_the_budget_and_balanced(cfg):
         split_budget(labels, 5000, seed=0, cfg=cfg)
 
 
+def test_per_class_budgets_count_labels_per_class_capped_by_the_smallest_class(cfg):
+    cfg = cfg.model_copy(update={"per_class": True})
+    labels = np.random.default_rng(0).permutation(np.repeat(np.arange(3), [4, 9, 12]))  # 3 classes, smallest 4
+    train, val = split_budget(labels, 3, seed=1, cfg=cfg)
+    assert np.bincount(labels[train]).tolist() == [2, 2, 2] and np.bincount(labels[val]).tolist() == [1, 1, 1]
+    train, val = split_budget(labels, 30, seed=1, cfg=cfg)  # capped at the 4 images of class 0
+    assert np.bincount(labels[train]).tolist() == [3, 3, 3] and np.bincount(labels[val]).tolist() == [1, 1, 1]
+    train, val = split_budget(labels, 1, seed=1, cfg=cfg)  # one label per class: none left to validate on
+    assert np.bincount(labels[train]).tolist() == [1, 1, 1] and len(val) == 0
+    assert set(split_budget(labels, 1, 1, cfg)[0]) <= set(np.concatenate(split_budget(labels, 3, 1, cfg)))
+
+
+def test_a_run_without_validation_images_keeps_its_last_weights(params_file):
+    import keras
+
+    from tlpipe.data import Data
+    from tlpipe.model import build_model
+    from tlpipe.train import Recipe, Trainer
+
+    params = load_params(params_file)
+    keras.utils.set_random_seed(0)
+    model = build_model("mnist", params.model, params.base.image_size, 3)
+    x = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    y = np.arange(3, dtype=np.int32)
+    trainer = Trainer(model, Recipe(0.01, "constant"), 2)
+    before = model.get_layer("mnist_out").get_weights()[0].copy()
+    selected = trainer.fit_steps(Data(x, y, x[:0], y[:0]), 4, 3, seed=0)
+    assert selected == {"val_accuracy": None, "best_step": 4}
+    assert int(model.optimizer.iterations.numpy()) == 4
+    assert not np.allclose(before, model.get_layer("mnist_out").get_weights()[0])
+
+
 def test_budget_rule_fixed_steps_with_an_epoch_floor(cfg):
     # tiny params: batch 8, steps 4, eval_every 2, min_epochs 1
     assert budget_rule(5, cfg) == (5, 4)  # batch shrinks to the set; fixed steps
@@ -127,14 +159,14 @@ def test_data_efficiency_names_a_missing_point(tmp_path, params_file):
 
 def test_point_record(tmp_path, params_file, data_dir):
     result = run_stage(tmp_path, "sweep_point", "--runs", "scratch", "--budgets", "60", "--seed", "1",
-                       "--data", str(data_dir / "mnist.npz"), "--out-dir", "points")
+                       "--data", str(data_dir / "target.npz"), "--out-dir", "points")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "points").iterdir()) == ["scratch-60-1.json"]
     record = json.loads((tmp_path / "points" / "scratch-60-1.json").read_text())
     assert (record["n_train"], record["n_val"], record["batch_size"], record["steps"]) == (50, 10, 8, 8)
     assert 0 <= record["test_accuracy"] <= 1 and record["selected"]["best_step"] in (0, 2, 4, 6, 8)
     result = run_stage(tmp_path, "sweep_point", "--runs", "transfer", "--budgets", "60", "--seed", "1",
-                       "--data", str(data_dir / "mnist.npz"), "--out-dir", "other")
+                       "--data", str(data_dir / "target.npz"), "--out-dir", "other")
     assert result.returncode == 2 and "need --source-weights" in result.stderr
     assert not (tmp_path / "other").exists()
 
@@ -150,7 +182,7 @@ def test_points_in_one_process_match_points_alone(tmp_path, params_file, data_di
     params = load_params(params_file)
     keras.utils.set_random_seed(7)
     save_weights(build_model("fashion", params.model, params.base.image_size), tmp_path / "fashion.named.h5")
-    common = ["--seed", "1", "--data", str(data_dir / "mnist.npz"), "--source-weights", "fashion.named.h5"]
+    common = ["--seed", "1", "--data", str(data_dir / "target.npz"), "--source-weights", "fashion.named.h5"]
     together = run_stage(tmp_path, "sweep_point", "--budgets", "20", "60", *common, "--out-dir", "together")
     assert together.returncode == 0, together.stderr
     assert len(list((tmp_path / "together").glob("*.json"))) == 6

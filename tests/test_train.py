@@ -445,3 +445,29 @@ def test_a_trainer_run_again_from_fresh_weights_matches_a_new_trainer(setup):
         np.testing.assert_array_equal(a, b)
     untrained = fresh().get_weights()
     assert any(not np.array_equal(a, b) for a, b in zip(untrained, new.model.get_weights(), strict=True))
+
+
+def test_a_small_dataset_trains_at_least_min_steps_in_batches_no_larger_than_it(params_file):
+    """Five images, two epochs, batch 32: each epoch goes round the images in batches of 5 until the phase has
+    min_steps steps; a dataset with enough batches keeps one pass per epoch."""
+    import keras
+
+    from tlpipe.data import Data
+    from tlpipe.train import Recipe, Trainer
+
+    params = load_params(params_file)
+    rng = np.random.default_rng(0)
+    seen = []
+
+    class Batches(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+    for n, min_steps, expected in ((5, 9, 10), (40, 3, 4)):  # ceil(9 / 2) = 5 steps an epoch; 40 / 32 -> 2
+        keras.utils.set_random_seed(0)
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = (np.arange(n) % 10).astype(np.int32)
+        trainer = Trainer(build_model("mnist", params.model, params.base.image_size), Recipe(0.001, "cosine"))
+        seen.clear()
+        trainer.fit_epochs(Data(x, y, x[:2], y[:2]), 2, 32, seed=0, callbacks=[Batches()], min_steps=min_steps)
+        assert int(trainer.model.optimizer.iterations.numpy()) == expected == len(seen), n

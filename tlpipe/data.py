@@ -256,12 +256,27 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+@dataclass
+class Data:
+    """Training and validation arrays (images uint8 HxW, integer labels)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices: `val_size` random ones of `n` held out for validation (same seed, same split)."""
+    if val_size >= n:
+        raise PipelineError(f"params.yaml: base.val_size={val_size} must be smaller than the {n} training images")
+    order = np.random.default_rng(seed).permutation(n)
+    return order[val_size:], order[:val_size]
+
+
 def split_train_val(
     x: np.ndarray, y: np.ndarray, val_size: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Hold out `val_size` random training examples as a validation split (same seed, same split)."""
-    if val_size >= len(x):
-        raise PipelineError(f"params.yaml: base.val_size={val_size} must be smaller than the {len(x)} training images")
-    order = np.random.default_rng(seed).permutation(len(x))
-    val, train = order[:val_size], order[val_size:]
+    """Hold out `val_size` random training examples as a validation split (split_indices)."""
+    train, val = split_indices(len(x), val_size, seed)
     return x[train], y[train], x[val], y[val]

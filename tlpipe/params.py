@@ -61,6 +61,8 @@ LayerNames = Annotated[
 Url = Annotated[str, _rule(lambda url: url.startswith("https://"), "must be an https:// address (the payloads are "
                           "pinned, but over plain http anyone on the way chooses the bytes)")]
 Schedule = Literal["constant", "cosine"]  # constant, or cosine decay to 0 over the phase
+Source = Literal["fashion_mnist", "mnist"]  # the pretraining dataset (data/<source>.npz)
+Preprocess = Literal["mnist", "resize"]  # a folder target's images: into MNIST's form, or grayscale and resized
 
 SCHEDULES = typing.get_args(Schedule)
 SWEEP_RUNS = ("transfer", "frozen", "scratch")
@@ -80,6 +82,7 @@ class Base(_Section):
     batch_size: Count
     val_size: Count
     image_size: Count
+    min_steps: Count  # every training phase takes at least this many optimizer steps (small datasets)
     # TensorFlow's op determinism (bit-identical reruns); false only where a GPU op has no deterministic kernel
     deterministic: bool
 
@@ -121,8 +124,19 @@ class Train(_Section):
 
 
 class Pretrain(Train):
+    source: Source
     batch_size: Count  # pretrain's own; fine-tuning and scratch train in batches of base.batch_size
     flip: bool  # random horizontal flips (Fashion-MNIST's clothes are left-right symmetric; digits are not)
+
+
+class Target(_Section):
+    """What the transfer and scratch models learn: a dataset file of the download stage, or a folder of class
+    folders (tlpipe.target)."""
+
+    path: Annotated[str, _rule(lambda v: v.strip() != "", "must name data/mnist.npz or a folder of class folders")]
+    preprocess: Preprocess
+    val_fraction: Fraction  # folder: of each class's training images, at least one
+    test_fraction: Fraction  # folder without test/: of each class's images, at least one
 
 
 class Transfer(_Section):
@@ -167,8 +181,8 @@ class Compare(_Section):
 class Sweep(_Section):
     """The label-budget sweep: which points exist, how each is split, and the budget rule every run follows."""
 
-    # room for a validation split and a training set
-    budgets: Annotated[list[Annotated[int, Field(ge=20)]], _rule(_unique, "lists a value twice")]
+    budgets: Annotated[list[Count], _rule(_unique, "lists a value twice")]
+    per_class: bool  # budgets count labels per class (false: labelled images in all)
     seeds: Annotated[list[NonNegative], _rule(_unique, "lists a value twice")]
     val_fraction: Fraction
     val_max: Count
@@ -186,6 +200,10 @@ class Sweep(_Section):
     def _not_empty(self) -> Self:
         if not self.budgets or not self.seeds:
             raise ValueError("{where}.budgets and {where}.seeds must each list at least one value")
+        small = [b for b in self.budgets if b < 20]
+        if small and not self.per_class:  # room for a validation split and a training set
+            raise ValueError(f"{{where}}.budgets has {small[0]}; a budget of labelled images in all must be >= 20 "
+                             "(or set {where}.per_class: true to count labels per class)")
         return self
 
 
@@ -198,6 +216,7 @@ class Params(_Section):
     frozen_head: FrozenHead
     finetune: Finetune
     scratch: Train
+    target: Target
     compare: Compare
     sweep: Sweep
 

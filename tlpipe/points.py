@@ -15,7 +15,7 @@ from tlpipe.errors import PipelineError
 from tlpipe.live import utc_date
 from tlpipe.model import build_model
 from tlpipe.params import SWEEP_RUNS, Params
-from tlpipe.sweep import budget_rule, labelled_order, point_name, split_budget, split_steps
+from tlpipe.sweep import budget_rule, labelled_order, per_class_count, point_name, split_budget, split_steps
 from tlpipe.train import Data, Recipe, Trainer, cache_features, evaluate, make_deterministic, training_devices
 from tlpipe.transfer import set_trainable, transfer_by_name
 
@@ -34,10 +34,10 @@ def run_points(
     if unknown:
         raise PipelineError(f"sweep run must be one of {list(SWEEP_RUNS)}, got {unknown[0]!r}")
     if source_weights is None and any(run != "scratch" for run in runs):
-        raise PipelineError("the transfer and frozen sweep runs need the Fashion weights (--source-weights)")
+        raise PipelineError("the transfer and frozen sweep runs need the pretrained weights (--source-weights)")
     x, y = arrays["x_train"], arrays["y_train"]
-    split_budget(y, max(budgets), seed, params.sweep)  # a budget larger than the data fails before any training
-    shared = SeedRuns(params, seed, x, y, max(budgets), source_weights)
+    largest = len(np.concatenate(split_budget(y, max(budgets), seed, params.sweep)))  # too large: fails here
+    shared = SeedRuns(params, seed, x, y, largest, source_weights)
     records = []
     for budget in budgets:
         started = time.perf_counter()
@@ -49,6 +49,8 @@ def run_points(
             started, shared_before = time.perf_counter(), shared.seconds
             record = {"run": run, "budget": budget, "seed": seed, "n_train": len(train), "n_val": len(val),
                       "batch_size": batch, "steps": steps}
+            if params.sweep.per_class:
+                record["labels_per_class"] = per_class_count(y, budget)
             try:
                 whole = shared.train(run, data, batch, steps, record)
             except PipelineError as e:
@@ -81,6 +83,7 @@ class SeedRuns:
                  source_weights: Path | None):
         self.params, self.seed, self.source_weights = params, seed, source_weights
         self.images, self.labels, self.largest = images, labels, largest
+        self.classes = int(labels.max()) + 1  # every class is in the labelled pool (tlpipe.target)
         cfg = params.sweep
         self.recipes = {"whole": Recipe(cfg.lr, cfg.schedule, lr_key="sweep.lr"),
                         "head": Recipe(cfg.head_lr, cfg.schedule, lr_key="sweep.head_lr")}
@@ -93,7 +96,7 @@ class SeedRuns:
         """The run's starting point, seeded: a new model, with the transferred layers unless `run` is scratch."""
         make_deterministic(self.seed, self.params.base.deterministic)
         arch = self.params.model.model_copy(update={"bn_momentum": self.params.sweep.bn_momentum})
-        model = build_model("mnist", arch, self.params.base.image_size)
+        model = build_model("mnist", arch, self.params.base.image_size, self.classes)
         if run != "scratch":
             transfer_by_name(model, self.source_weights, self.params.transfer.layers)
         return model

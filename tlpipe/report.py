@@ -49,9 +49,9 @@ def write_curves(plots: Path, curves: dict[str, list[dict]]) -> None:
     write_text(plots / CURVES_CSV, to_csv(rows))
 
 
-def write_confusion(plots: Path, run: str, actual: np.ndarray, predicted: np.ndarray) -> None:
-    """Per-image (actual, predicted) pairs, for DVC's `confusion` template."""
-    rows = [{"actual": int(a), "predicted": int(p)} for a, p in zip(actual, predicted, strict=True)]
+def write_confusion(plots: Path, run: str, actual: np.ndarray, predicted: np.ndarray, classes: list[str]) -> None:
+    """Per-image (actual, predicted) pairs of class names, for DVC's `confusion` template."""
+    rows = [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(actual, predicted, strict=True)]
     write_text(plots / CONFUSION_CSV.format(run=run), to_csv(rows))
 
 
@@ -74,7 +74,7 @@ def plot_accuracy_png(path: Path, curves: dict[str, list[dict]], boundary: float
         if zoom and late:
             low = min(late)
             ax.set_ylim(low - 0.25 * (1 - low), 1.0)
-        ax.set_xlabel("MNIST epoch")
+        ax.set_xlabel("target epoch")
         ax.set_ylabel("validation accuracy" + (" (zoomed)" if zoom else ""))
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")

@@ -7,9 +7,9 @@ order: seed by seed; a stage is one seed's points at every budget): the n shards
 stage, and every machine on the same commit computes the same split, with no coordination. The steps, all DVC's
 own commands:
 
-1. `dvc pull` of the stages that the shard's stages depend on (download, pretrain): the sweep's inputs
-   (data/mnist.npz, models/fashion.named.h5) as dvc.lock records them. Every machine must start from the same
-   Fashion weights: a point's run-cache key includes the md5 of every dependency, so points made from other
+1. `dvc pull` of the stages that the shard's stages depend on (download, prepare, pretrain): the sweep's inputs
+   (data/target.npz, models/source.named.h5) as dvc.lock records them. Every machine must start from the same
+   pretrained weights: a point's run-cache key includes the md5 of every dependency, so points made from other
    weights would never be found by the collector. An input that is not in the remote or not up to date with
    dvc.lock stops the shard before any training.
 2. `dvc repro --pull --keep-going <stages>`: trains the shard's points; a point already in the remote's run-cache

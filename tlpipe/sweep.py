@@ -16,8 +16,6 @@ from tlpipe.errors import PipelineError
 from tlpipe.params import SWEEP_RUNS, Sweep
 from tlpipe.style import RUN_COLORS
 
-NUM_CLASSES = 10
-
 
 def labelled_order(labels: np.ndarray, seed: int) -> np.ndarray:
     """A permutation of the training set whose every prefix is as class-balanced as the data allows.
@@ -35,20 +33,35 @@ def labelled_order(labels: np.ndarray, seed: int) -> np.ndarray:
     return np.lexsort((tiebreak, rank))
 
 
-def val_count(budget: int, cfg: Sweep) -> int:
-    """Size of the validation split drawn from inside a budget: val_fraction of it, within [10, val_max]."""
-    return min(max(NUM_CLASSES, round(cfg.val_fraction * budget)), cfg.val_max, budget - NUM_CLASSES)
+def val_count(budget: int, cfg: Sweep, classes: int = 10) -> int:
+    """Size of the validation split drawn from inside a budget of labelled images: val_fraction of it, within
+    [one per class, val_max]."""
+    return min(max(classes, round(cfg.val_fraction * budget)), cfg.val_max, budget - classes)
+
+
+def per_class_count(labels: np.ndarray, budget: int) -> int:
+    """A budget of labels per class, capped by the smallest class (sweep.per_class)."""
+    return min(budget, int(np.unique(labels, return_counts=True)[1].min()))
 
 
 def split_budget(labels: np.ndarray, budget: int, seed: int, cfg: Sweep) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, val indices) of the budget-`budget` subset for `seed`.
 
-    The validation split is the first images of the subset's balanced order, so it is class-balanced too.
+    The validation split is the first images of the subset's balanced order, so it is class-balanced too. With
+    sweep.per_class the budget counts labels per class (per_class_count), and the validation split takes
+    val_fraction of each class's labels, at least one, leaving one to train on: none at one label per class.
     """
-    if budget > len(labels):
-        raise PipelineError(f"params.yaml: sweep.budgets has {budget}, more than the {len(labels)} training images")
-    subset = labelled_order(labels, seed)[:budget]
-    n_val = val_count(budget, cfg)
+    classes = len(np.unique(labels))
+    if cfg.per_class:
+        each = per_class_count(labels, budget)
+        size = each * classes
+        n_val = classes * min(max(1, round(cfg.val_fraction * each)), each - 1, cfg.val_max // classes)
+    else:
+        if budget > len(labels):
+            raise PipelineError(f"params.yaml: sweep.budgets has {budget}, more than the {len(labels)} training "
+                                "images")
+        size, n_val = budget, val_count(budget, cfg, classes)
+    subset = labelled_order(labels, seed)[:size]
     return subset[n_val:], subset[:n_val]
 
 
@@ -142,7 +155,7 @@ def aggregate(records: list[dict], cfg: Sweep) -> dict:
     runs = [run for run in SWEEP_RUNS if any(key[0] == run for key in by_point)]
     out: dict = {"budget_rule": {"steps": cfg.steps, "batch_size": cfg.batch_size, "min_epochs": cfg.min_epochs,
                                  "eval_every": cfg.eval_every, "head_fraction": cfg.head_fraction},
-                 "intervals": len(cfg.seeds) > 1}
+                 "intervals": len(cfg.seeds) > 1, "per_class": cfg.per_class}
     if not out["intervals"]:
         out["note"] = (f"one seed ({cfg.seeds[0]}): means only, no spread or 95 % interval (std, ci95_low and "
                        "ci95_high are null); list more sweep.seeds for intervals")
@@ -158,6 +171,10 @@ def aggregate(records: list[dict], cfg: Sweep) -> dict:
                 str(budget): summarize([by_point[(a, budget, s)] - by_point[(b, budget, s)] for s in cfg.seeds])
                 for budget in cfg.budgets
             }
+    capped = {str(r["budget"]): r["labels_per_class"] for r in records
+              if "labels_per_class" in r and r["labels_per_class"] != r["budget"]}
+    if capped:  # budgets of labels per class above what the smallest class has
+        out["capped"] = capped
     out["train_seconds_total"] = round(sum(r["seconds"] for r in records), 1)
     return out
 
@@ -204,8 +221,9 @@ def plot_png(path: Path, summary: dict) -> None:
         ax.errorbar(budgets, mean, yerr=[mean - low, high - mean], marker="o", capsize=4, label=run,
                     color=RUN_COLORS[run])
     ax.set_xscale("log")
-    ax.set_xlabel("labelled MNIST training images (validation split included)")
-    ax.set_ylabel("MNIST test accuracy")
+    ax.set_xlabel("labels per class" if summary.get("per_class") else
+                  "labelled training images (validation split included)")
+    ax.set_ylabel("test accuracy")
     ax.set_title("Data efficiency: mean over seeds, 95 % t-interval" if intervals
                  else "Data efficiency: one seed, means only (no intervals)")
     ax.grid(True, which="both", alpha=0.3)

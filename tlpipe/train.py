@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from dvclive.keras import DVCLiveCallback
 
-from tlpipe.data import load_npz, split_train_val
+from tlpipe.data import Data, load_npz, split_train_val
 from tlpipe.errors import PipelineError
 from tlpipe.io import check_writable, pending, write_json
 from tlpipe.live import log_run, open_live
@@ -233,16 +233,6 @@ def smoothed_crossentropy(label_smoothing: float, num_classes: int):
     return loss
 
 
-@dataclass
-class Data:
-    """Training and validation arrays (images uint8 HxW, labels uint8)."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-
-
 class Trainer:
     """The one training engine: `model` compiled once under `recipe`, trained by epochs (the pipeline's phases)
     or by steps (the sweep's runs, many per Trainer).
@@ -291,15 +281,23 @@ class Trainer:
                             in_place=self.in_place, **augment)
 
     def fit_epochs(self, data: Data, epochs: int, batch_size: int, seed: int, callbacks=(), extract=None,
-                   verbose: int = 0, first_epoch: int = 1) -> None:
-        """Train for `epochs` passes over the training images, validating after each. `extract` maps each batch
-        of images to features in the input pipeline (a head on a frozen extractor, fit_head_streamed)."""
-        self.start(epochs * math.ceil(len(data.x_train) / batch_size))
+                   verbose: int = 0, first_epoch: int = 1, min_steps: int = 1) -> None:
+        """Train for `epochs` passes over the training images, validating after each, and at least `min_steps`
+        steps: an epoch of a small dataset goes round its images more than once, in batches no larger than it.
+        `extract` maps each batch of images to features in the input pipeline (a head on a frozen extractor,
+        fit_head_streamed)."""
+        batch_size = min(batch_size, len(data.x_train))
+        per_pass = math.ceil(len(data.x_train) / batch_size)
+        per_epoch = max(per_pass, math.ceil(min_steps / epochs))
+        self.start(epochs * per_epoch)
+        rounds = per_epoch > per_pass  # one pass per epoch (the whole of MNIST) keeps the dataset's epochs
         with deterministic_kernels():
             self.model.fit(
-                self._dataset(data.x_train, data.y_train, batch_size, seed, extract=extract, train=True),
+                self._dataset(data.x_train, data.y_train, batch_size, seed, repeat=rounds, extract=extract,
+                              train=True),
                 validation_data=self._dataset(data.x_val, data.y_val, batch_size, extract=extract),
                 epochs=epochs,
+                steps_per_epoch=per_epoch if rounds else None,
                 callbacks=[FiniteLoss(self.recipe.lr_key, first_epoch), *callbacks],
                 shuffle=False,  # the dataset reshuffles itself, seeded
                 verbose=verbose,
@@ -312,21 +310,29 @@ class Trainer:
         messages.
 
         Model selection on the validation split only: the model ends with the weights of the best validation
-        accuracy seen, the starting weights included. Returns that accuracy and its step.
+        accuracy seen, the starting weights included. Returns that accuracy and its step (with no validation
+        images, None and the last step).
         """
         every = self.steps_per_execution
         if steps % every:
             raise ValueError(f"steps={steps} is not a multiple of steps_per_execution={every}")
         self.start(steps, fresh)
+        finite = FiniteLoss(self.recipe.lr_key, steps_per_round=every, first_step=first_step)
+
+        def train():
+            return self._dataset(data.x_train, data.y_train, batch_size, seed, repeat=True, train=True)
+
+        if not len(data.x_val):  # one label per class leaves none to validate on: the last weights are the run's
+            with deterministic_kernels():
+                self.model.fit(train(), epochs=steps // every, steps_per_epoch=every, shuffle=False, verbose=0,
+                               callbacks=[finite])
+            return {"val_accuracy": None, "best_step": steps}
         val = self._dataset(data.x_val, data.y_val, batch_size)
         start = float(self.model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
         best = BestWeights(start, every)
         with deterministic_kernels():
-            self.model.fit(
-                self._dataset(data.x_train, data.y_train, batch_size, seed, repeat=True, train=True),
-                validation_data=val, epochs=steps // every, steps_per_epoch=every, shuffle=False, verbose=0,
-                callbacks=[FiniteLoss(self.recipe.lr_key, steps_per_round=every, first_step=first_step), best],
-            )
+            self.model.fit(train(), validation_data=val, epochs=steps // every, steps_per_epoch=every, shuffle=False,
+                           verbose=0, callbacks=[finite, best])
         return {"val_accuracy": round(best.best_accuracy, 6), "best_step": best.best_step}
 
 
@@ -376,16 +382,16 @@ class BestWeights(keras.callbacks.Callback):
 
 def fit(
     model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1,
-    extract=None, key: str = "",
+    extract=None, key: str = "", min_steps: int = 1,
 ) -> float:
-    """Train `model` for one pipeline phase (`phase.epochs` epochs of its Recipe, params section `key`); log to
-    `live`; return the wall seconds taken. Epochs are logged by DVCLive's Keras callback with step = epoch number,
-    counted on from `first_epoch`. `extract`: see Trainer.fit_epochs."""
+    """Train `model` for one pipeline phase (`phase.epochs` epochs of its Recipe, params section `key`, at least
+    `min_steps` steps); log to `live`; return the wall seconds taken. Epochs are logged by DVCLive's Keras callback
+    with step = epoch number, counted on from `first_epoch`. `extract`: see Trainer.fit_epochs."""
     start = time.perf_counter()
     trainer = Trainer(model, Recipe.of(phase, key))
     live.step = first_epoch
     trainer.fit_epochs(data, phase.epochs, batch_size, seed, [DVCLiveCallback(live=live)], extract, verbose=2,
-                       first_epoch=first_epoch)
+                       first_epoch=first_epoch, min_steps=min_steps)
     return time.perf_counter() - start
 
 
@@ -511,7 +517,7 @@ def cache_features(
 
 def fit_head_on_features(
     model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1,
-    key: str = "",
+    key: str = "", min_steps: int = 1,
 ) -> float:
     """Train only the head, on extractor outputs computed once per image (see cache_features).
 
@@ -522,13 +528,13 @@ def fit_head_on_features(
         model, data, batch_size, "frozen_head.cache_features",
         fix="add them to transfer.layers and transfer.freeze, or set frozen_head.cache_features: false",
     )
-    fit(head, cached, phase, batch_size, seed, live, first_epoch, key=key)
+    fit(head, cached, phase, batch_size, seed, live, first_epoch, key=key, min_steps=min_steps)
     return time.perf_counter() - start
 
 
 def fit_head_streamed(
     model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1,
-    key: str = "",
+    key: str = "", min_steps: int = 1,
 ) -> float:
     """Train `model` on the images; when its whole extractor is frozen, run the extractor as frozen_extractor
     in the input pipeline and train only the head on its outputs.
@@ -540,8 +546,9 @@ def fit_head_streamed(
     extractor, head = split_at_features(model)
     # A GPU runs the extractor inside each step; functions in an input pipeline would run it on the CPU.
     if extractor.trainable_weights or tf.config.list_physical_devices("GPU"):
-        return fit(model, data, phase, batch_size, seed, live, first_epoch, key=key)
-    return fit(head, data, phase, batch_size, seed, live, first_epoch, extract=frozen_extractor(extractor), key=key)
+        return fit(model, data, phase, batch_size, seed, live, first_epoch, key=key, min_steps=min_steps)
+    return fit(head, data, phase, batch_size, seed, live, first_epoch, extract=frozen_extractor(extractor), key=key,
+               min_steps=min_steps)
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
@@ -578,7 +585,8 @@ def train_and_save(
     check_writable(logs, weights_out, *([report[0]] if report else []))
     train = {"": fit, "stream": fit_head_streamed, "cache": fit_head_on_features}[head]
     with pending(logs), open_live(logs) as live:  # DVCLive writes as it goes: removed if training fails
-        seconds = train(model, data, phase, batch_size or base.batch_size, base.seed, live, first_epoch, key=key)
+        seconds = train(model, data, phase, batch_size or base.batch_size, base.seed, live, first_epoch, key=key,
+                        min_steps=base.min_steps)
         log_run(live, seconds, training_devices(model))
     if report:
         write_json(*report)

@@ -1,0 +1,228 @@
+"""The prepare stage's reading of params target.path: a download stage's file, or a folder of class folders.
+
+A folder holds one subfolder of images per class, named by its class, searched recursively; `test/` beside them,
+with the same class folders, is the test set if present. Files that are not usable images are skipped and
+reported; an empty class, a single class, or one file in two classes (or in training and test) is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from tlpipe.data import CLASS_NAMES, DATASETS, load_npz, split_indices
+from tlpipe.errors import PipelineError
+from tlpipe.params import Base, Target
+from tlpipe.target import TargetData
+
+TEST_FOLDER = "test"
+MNIST_SIZE = 28  # target.preprocess: mnist makes MNIST's 28x28 form
+# Files skipped (and image sizes seen) listed by name in the report, at most
+LISTED = 50
+
+
+def prepare_target(target: Target, base: Base) -> tuple[TargetData, dict]:
+    """params `target.*` as a TargetData and the prepare stage's report (what was read, skipped, seen)."""
+    path = Path(target.path)
+    if path.is_dir():
+        return from_folder(path, target, base)
+    if path.is_file():
+        return from_dataset(path, base)
+    raise PipelineError(f"params.yaml: target.path is {path}, which does not exist; name data/mnist.npz or a folder "
+                        "of class folders")
+
+
+def from_dataset(path: Path, base: Base) -> tuple[TargetData, dict]:
+    """A download stage's file (data/mnist.npz, data/fashion_mnist.npz) with base.val_size random training images
+    held out for validation, as the pipeline always split MNIST."""
+    name = path.name.removesuffix(".npz")
+    if name not in DATASETS or path.suffix != ".npz":
+        raise PipelineError(f"params.yaml: target.path is {path}; a file must be one the download stage writes "
+                            f"({', '.join(f'data/{n}.npz' for n in DATASETS)}), anything else a folder")
+    arrays = load_npz(path)
+    train, val = split_indices(len(arrays["y_train"]), base.val_size, base.seed)
+    data = TargetData(arrays["x_train"], arrays["y_train"], train, val, arrays["x_test"], arrays["y_test"],
+                      CLASS_NAMES[name])
+    size = "x".join(map(str, data.x_train.shape[1:][::-1]))
+    return data, make_report(path, data, "dataset", {size: len(data.y_train) + len(data.y_test)}, {"L": 1}, [], 0)
+
+
+def holdout(labels: np.ndarray, fraction: float, rng: np.random.Generator, classes: list[str], what: str,
+            where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held) indices: `fraction` of each class held out at random, at least one, and at least one kept."""
+    kept, held = [], []
+    for c, name in enumerate(classes):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        if len(members) < 2:
+            raise PipelineError(f"{where}/{name}: {len(members)} usable image(s); each class needs at least 2 here "
+                                f"(one for {what}, one for training)")
+        n = min(max(1, round(fraction * len(members))), len(members) - 1)
+        held.append(members[:n])
+        kept.append(members[n:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def from_folder(folder: Path, target: Target, base: Base) -> tuple[TargetData, dict]:
+    """A folder of class folders (and optionally test/): every image read, preprocessed and split."""
+    if target.preprocess == "mnist" and base.image_size != MNIST_SIZE:
+        raise PipelineError(f"params.yaml: target.preprocess: mnist makes {MNIST_SIZE}x{MNIST_SIZE} images, but "
+                            f"base.image_size is {base.image_size}; use target.preprocess: resize")
+    read = FolderReader(folder, target.preprocess, base.image_size)
+    folders = read.class_folders(folder)
+    classes = list(folders)
+    x, y = read.images(folders, classes, "train")
+    rng = np.random.default_rng(base.seed)
+    test_folder = folder / TEST_FOLDER
+    if test_folder.is_dir():
+        x_test, y_test = read.images(read.class_folders(test_folder, known=classes), classes, "test")
+        if not len(y_test):
+            raise PipelineError(f"{test_folder}: no usable images; add some, or remove it to hold out "
+                                "target.test_fraction of each class instead")
+    else:
+        pool, test = holdout(y, target.test_fraction, rng, classes, "the test set", str(folder))
+        x, y, x_test, y_test = x[pool], y[pool], x[test], y[test]
+    train, val = holdout(y, target.val_fraction, rng, classes, "validation", str(folder))
+    data = TargetData(x, y, train, val, x_test, y_test, classes)
+    return data, make_report(folder, data, f"folder, preprocess: {target.preprocess}", dict(read.sizes),
+                             dict(read.modes), read.skipped, read.repeated)
+
+
+def make_report(path: Path, data: TargetData, kind: str, sizes: dict, modes: dict, skipped: list[dict],
+                repeated: int) -> dict:
+    """The prepare stage's report: images per class and split, files skipped and why, sizes and modes seen."""
+    counts = {name: {"train": int((data.y_train[data.train_index] == c).sum()),
+                     "val": int((data.y_train[data.val_index] == c).sum()),
+                     "test": int((data.y_test == c).sum())}
+              for c, name in enumerate(data.classes)}
+    return {
+        "source": path.as_posix(),
+        "kind": kind,
+        "classes": len(data.classes),
+        "images": counts,
+        "total": {split: sum(c[split] for c in counts.values()) for split in ("train", "val", "test")},
+        "skipped": len(skipped),
+        "skipped_files": skipped[:LISTED],
+        "duplicates_within_class": repeated,
+        "sizes": dict(sorted(sizes.items(), key=lambda item: -item[1])[:LISTED]),
+        "modes": dict(sorted(modes.items())),
+    }
+
+
+class FolderReader:
+    """Reads class folders into arrays, keeping what the report needs: files skipped and why, sizes and modes
+    seen, and the same file twice (an error across classes or between training and test)."""
+
+    def __init__(self, root: Path, preprocess: str, size: int):
+        self.root, self.preprocess, self.size = root, preprocess, size
+        self.skipped: list[dict] = []
+        self.sizes: Counter = Counter()
+        self.modes: Counter = Counter()
+        self.seen: dict[str, tuple[str, str, Path]] = {}  # file content's SHA-256 -> (class, split, first file)
+        self.repeated = 0
+
+    def class_folders(self, folder: Path, known: list[str] | None = None) -> dict[str, Path]:
+        """{class name: its folder} of the class folders in `folder`, sorted by name (a class's label is its index
+        in the training folders' order). `known`: the training classes, when `folder` is test/."""
+        found: dict[str, Path] = {}
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            if entry.name.startswith(".") or (known is None and entry.name == TEST_FOLDER):
+                continue
+            if not entry.is_dir():
+                self.skip(Path(entry.path), "not in a class folder")
+                continue
+            try:
+                entry.name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise PipelineError(f"{entry.path!r}: folder name is not valid UTF-8; rename it") from None
+            name = unicodedata.normalize("NFC", entry.name)  # macOS writes names decomposed (NFD)
+            if name in found:
+                raise PipelineError(f"{folder}: class folders '{found[name].name}' and '{entry.name}' are one name "
+                                    "written two ways (Unicode normalization); merge them")
+            found[name] = Path(entry.path)
+        if known is not None:
+            unknown = [name for name in found if name not in known]
+            if unknown:
+                raise PipelineError(f"{found[unknown[0]]}: a test class with no training folder of that name in "
+                                    f"{self.root}")
+            return found
+        if not found:
+            raise PipelineError(f"{folder}: no class folders (one subfolder of images per class, named by its class)")
+        if len(found) < 2:
+            raise PipelineError(f"{folder}: one class folder ('{next(iter(found))}'); a classifier needs at least 2")
+        return dict(sorted(found.items()))
+
+    def skip(self, path: Path, reason: str) -> None:
+        self.skipped.append({"file": path.as_posix(), "reason": reason})
+
+    def images(self, folders: dict[str, Path], classes: list[str], split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Every usable image in the class folders `folders`, labelled by its class's index in `classes`."""
+        images, labels = [], []
+        for c, name in enumerate(classes):
+            class_dir = folders.get(name)
+            if class_dir is None:  # a test/ without this class
+                continue
+            found = 0
+            for path in files_under(class_dir):
+                image = self.read(path, name, split)
+                if image is not None:
+                    images.append(image)
+                    labels.append(c)
+                    found += 1
+            if not found and split == "train":
+                why = "is empty" if not any(files_under(class_dir)) else "has no usable image (see the skipped files)"
+                raise PipelineError(f"{class_dir}: class folder {why}; add images or remove it")
+        x = np.stack(images) if images else np.zeros((0, self.size, self.size), np.uint8)
+        return x, np.array(labels, np.int32)
+
+    def read(self, path: Path, name: str, split: str) -> np.ndarray | None:
+        """One file as a (size, size) uint8 image, or None (skipped, with the reason)."""
+        from tlpipe.predict import InputError, grayscale, open_image, prepare  # noqa: PLC0415
+
+        try:
+            content = path.read_bytes()
+        except OSError as e:
+            self.skip(path, f"cannot read ({e.strerror})")
+            return None
+        digest = hashlib.sha256(content).hexdigest()
+        if digest in self.seen:
+            other_class, other_split, other = self.seen[digest]
+            if (other_class, other_split) != (name, split):
+                where = f"classes '{other_class}' and '{name}'" if other_class != name else "test/ and training"
+                raise PipelineError(f"{path}: the same file as {other}, in {where}; a file belongs to one class "
+                                    "and one split: remove one")
+            self.repeated += 1  # the same image twice in one class: kept, and counted in the report
+        else:
+            self.seen[digest] = (name, split, path)
+        try:
+            image = open_image(path)
+            self.sizes[f"{image.width}x{image.height}"] += 1
+            self.modes[image.mode] += 1
+            gray = grayscale(image)
+            if self.preprocess == "mnist":
+                return prepare(gray).image
+            return resize(gray, self.size)
+        except InputError as e:
+            self.skip(path, str(e))
+            return None
+
+
+def resize(gray: np.ndarray, size: int) -> np.ndarray:
+    """A grayscale image (values 0-255) resized to size x size (Lanczos, antialiased), as uint8."""
+    from PIL import Image  # noqa: PLC0415
+
+    out = Image.fromarray(np.asarray(gray, np.float32)).resize((size, size), Image.Resampling.LANCZOS)
+    return np.rint(np.clip(np.asarray(out), 0, 255)).astype(np.uint8)
+
+
+def files_under(folder: Path) -> list[Path]:
+    """The files under `folder`, recursively, sorted, hidden names (".name") skipped."""
+    found = []
+    for parent, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(parent, n) for n in names if not n.startswith(".")]
+    return sorted(found, key=lambda p: p.relative_to(folder).parts)
