@@ -34,6 +34,9 @@ Tables and their sources:
     bn_momentum     benchmarks/history/sweep_bn_momentum.json
     experiments     benchmarks/history/*.json that hold a compare.json, and metrics/compare.json ("defaults")
     history         benchmarks/history/*.json (each file's what, machine, date and note: why it is history)
+    own_images      benchmarks/own_images.json (benchmarks/own_images.py: the sweep on a folder, two sources)
+    own_answer      benchmarks/own_images.json (its finding in words)
+    few_labels      benchmarks/few_labels.json (benchmarks/few_labels.py: settings for a folder with few labels)
 """
 
 from __future__ import annotations
@@ -411,6 +414,56 @@ def experiment_columns(root: Path) -> dict[str, dict]:
     return columns | {"defaults": compare | {"machine": pipeline_machine(compare, root) or "not recorded"}}
 
 
+# --- own images ------------------------------------------------------------------------------------------------
+
+
+ARMS = {"transfer[mnist]": "transfer, MNIST-pretrained", "frozen[mnist]": "frozen, MNIST-pretrained",
+        "transfer[fashion_mnist]": "transfer, Fashion-pretrained",
+        "frozen[fashion_mnist]": "frozen, Fashion-pretrained", "scratch": "scratch"}
+
+
+def arm_name(arm: str) -> str:
+    return " − ".join(ARMS.get(part, part) for part in arm.split(" - "))
+
+
+def render_own_images(report: dict) -> str:
+    """benchmarks/own_images.json: test accuracy per arm and labels per class, then the paired differences."""
+    budgets = [str(b) for b in report["budgets_per_class"]]
+    lines = [row(["run", *[f"{b} per class" for b in budgets]]), row(["---"] * (len(budgets) + 1))]
+    lines += [row([arm_name(arm), *[interval(report["arms"][arm][b]) for b in budgets]])
+              for arm in ARMS if arm in report["arms"]]
+    lines += [row([f"paired: {arm_name(pair)}", *[interval(report["paired"][pair][b], signed=True) for b in budgets]])
+              for pair in report["paired"]]
+    images = report["images"]
+    more = (f"; {len(report['classes'])} classes, {images['test']:,} test images, mean over {len(report['seeds'])} "
+            f"seeds with 95 % t-intervals, {wall_time(report['seconds'])}")
+    return "\n".join(lines) + "\n\n" + measured(report["machine"], report["date"], "benchmarks/own_images.json", more)
+
+
+def render_own_answer(report: dict) -> str:
+    """The own-images finding in words: each arm at each budget against scratch, significant or not."""
+    parts = []
+    for pair in ("transfer[mnist] - scratch", "transfer[fashion_mnist] - scratch",
+                 "transfer[mnist] - transfer[fashion_mnist]"):
+        if pair in report["paired"]:
+            parts.append(f"{arm_name(pair)}: {significance(report['paired'][pair])}")
+    budgets = listing([str(b) for b in report["budgets_per_class"]])
+    return (f"On digits drawn from fonts never seen in training ({len(report['seeds'])} seeds, {budgets} labels per "
+            f"class, paired 95 % intervals): " + "; ".join(parts) + ".")
+
+
+def render_few_labels(report: dict) -> str:
+    """benchmarks/few_labels.json: each candidate's overrides and its models' accuracy on the development set."""
+    lines = [row(["candidate", "overrides", "transfer", "frozen head", "scratch", "stages' wall time"]),
+             row(["---"] * 6)]
+    for name, result in report["candidates"].items():
+        overrides = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in result["overrides"].items()) or "(params.yaml)"
+        accuracy = result["accuracy"]
+        lines.append(row([name, overrides, f"{accuracy['transfer']:.4f}", f"{accuracy['frozen_head']:.4f}",
+                          f"{accuracy['scratch']:.4f}", wall_time(sum(result["stage_seconds"].values()))]))
+    return "\n".join(lines) + "\n\n" + measured(report["machine"], report["date"], "benchmarks/few_labels.json")
+
+
 def results(root: Path) -> str:
     compare = load_json(root, "metrics/compare.json")
     return render_results(compare, pipeline_machine(compare, root))
@@ -433,6 +486,9 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "bn_momentum": lambda root: render_bn_momentum(load_json(root, "benchmarks/history/sweep_bn_momentum.json")),
     "experiments": lambda root: render_experiments(experiment_columns(root)),
     "history": lambda root: render_history(history(root)),
+    "own_images": lambda root: render_own_images(load_json(root, "benchmarks/own_images.json")),
+    "own_answer": lambda root: render_own_answer(load_json(root, "benchmarks/own_images.json")),
+    "few_labels": lambda root: render_few_labels(load_json(root, "benchmarks/few_labels.json")),
 }
 
 

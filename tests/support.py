@@ -88,7 +88,7 @@ def default_params(root: Path = ROOT) -> dict:
 def tiny_params(digests: dict[str, dict[str, str]]) -> dict:
     """The repository's committed params.yaml shrunk for seconds-long runs on the synthetic data."""
     params = copy.deepcopy(default_params())
-    params["base"].update(batch_size=32, val_size=50)
+    params["base"].update(batch_size=32, val_size=50, min_steps=20)
     params["download"].update(dirs={}, urls={}, sha256=digests, retries=1, backoff_s=0.0)
     params["model"].update(conv_filters=[4, 8, 8], pretrain_dense=16, head_dense=8)
     for stage in ("pretrain", "frozen_head", "finetune", "scratch"):

@@ -109,7 +109,7 @@ def test_status_clean_and_plots_render(repo, tmp_path):
     assert '"run": "transfer", "val_accuracy"' in page and '"run": "scratch", "val_accuracy"' in page  # curves
     assert "confusion" in page
     assert '"domain": ["transfer", "frozen", "scratch"]' in page  # one colour per run (.dvc/plots/runs.json)
-    assert '"errorbar"' in page and "labelled MNIST" in page  # the sweep's plot, through its custom template
+    assert '"errorbar"' in page and "labels, sweep.budgets" in page  # the sweep's plot, through its custom template
     assert "../node_modules/vega/build/vega.min.js" in page and "cdn.jsdelivr" not in page  # renders offline
 
 
