@@ -36,7 +36,8 @@ Tables and their sources:
     history         benchmarks/history/*.json (each file's what, machine, date and note: why it is history)
     own_images      benchmarks/own_images.json (benchmarks/own_images.py: the sweep on a folder, two sources)
     own_answer      benchmarks/own_images.json (its finding in words)
-    few_labels      benchmarks/few_labels.json (benchmarks/few_labels.py: settings for a folder with few labels)
+    few_labels      benchmarks/few_labels.json (benchmarks/few_labels.py: settings for a few labels, development set)
+    few_labels_report  benchmarks/few_labels_report.json (the chosen settings on the set they are reported on)
 """
 
 from __future__ import annotations
@@ -453,15 +454,20 @@ def render_own_answer(report: dict) -> str:
 
 
 def render_few_labels(report: dict) -> str:
-    """benchmarks/few_labels.json: each candidate's overrides and its models' accuracy on the development set."""
+    """benchmarks/few_labels*.json: each candidate's overrides and its models' mean accuracy over the folders."""
+    folders = report["folders"]
     lines = [row(["candidate", "overrides", "transfer", "frozen head", "scratch", "stages' wall time"]),
              row(["---"] * 6)]
     for name, result in report["candidates"].items():
         overrides = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in result["overrides"].items()) or "(params.yaml)"
-        accuracy = result["accuracy"]
-        lines.append(row([name, overrides, f"{accuracy['transfer']:.4f}", f"{accuracy['frozen_head']:.4f}",
-                          f"{accuracy['scratch']:.4f}", wall_time(sum(result["stage_seconds"].values()))]))
-    return "\n".join(lines) + "\n\n" + measured(report["machine"], report["date"], "benchmarks/few_labels.json")
+        mean = result["mean"]
+        seconds = [sum(run["stage_seconds"].values()) for run in result["folders"].values()]
+        lines.append(row([name, overrides, f"{mean['transfer']:.4f}", f"{mean['frozen_head']:.4f}",
+                          f"{mean['scratch']:.4f}", wall_time(sum(seconds) / len(seconds))]))
+    images = next(iter(next(iter(report["candidates"].values()))["folders"].values()))["images"]
+    more = (f"; mean test accuracy over {listing(folders)}, each {images['train'] + images['val']} labelled and "
+            f"{images['test']} test images")
+    return "\n".join(lines) + "\n\n" + measured(report["machine"], report["date"], report["source"], more)
 
 
 def results(root: Path) -> str:
@@ -488,7 +494,10 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "history": lambda root: render_history(history(root)),
     "own_images": lambda root: render_own_images(load_json(root, "benchmarks/own_images.json")),
     "own_answer": lambda root: render_own_answer(load_json(root, "benchmarks/own_images.json")),
-    "few_labels": lambda root: render_few_labels(load_json(root, "benchmarks/few_labels.json")),
+    "few_labels": lambda root: render_few_labels(load_json(root, "benchmarks/few_labels.json")
+                                                 | {"source": "benchmarks/few_labels.json"}),
+    "few_labels_report": lambda root: render_few_labels(load_json(root, "benchmarks/few_labels_report.json")
+                                                        | {"source": "benchmarks/few_labels_report.json"}),
 }
 
 

@@ -1,13 +1,14 @@
 """Candidate settings for a target folder with few labels, each run through the pipeline's own stage scripts.
 
-Usage: python benchmarks/few_labels.py --folder DIR --source-weights models/source.named.h5 --out REPORT.json
+Usage: python benchmarks/few_labels.py --folder DIR [DIR ...] --weights mnist=W1 [fashion_mnist=W2] --out REPORT.json
        [--set key=value ...] [--candidate name key=value ... ]
 
-For each candidate (a name and params overrides on top of params.yaml and --set), in a temporary folder: prepare,
-frozen_head, finetune and scratch as `dvc repro` runs them, then the transfer and scratch models' accuracy on the
-folder's test/ images. Choose with a folder whose test/ is a development set, never the set you report on
-(benchmarks/handwritten.py makes both halves). The report has each candidate's overrides, accuracies and the
-stages' wall time.
+For each candidate (a name and params overrides on top of params.yaml and --set) and each folder, in a temporary
+folder: prepare, frozen_head, finetune and scratch as `dvc repro` runs them, from the pretrained weights of the
+candidate's pretrain.source (a pipeline run's models/source.named.h5), then the frozen head's, the transfer and the
+scratch models' accuracy on the folder's test/ images. Choose with folders whose test/ is a development set, never
+the set you report on (benchmarks/handwritten.py makes both). The report has each candidate's overrides, its
+accuracies per folder and their mean, and the stages' wall time.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def set_key(params: dict, dotted: str, value: object) -> None:
     node[last] = value
 
 
-def run_candidate(folder: Path, weights: Path, overrides: dict) -> dict:
+def run_candidate(folder: Path, weights: dict[str, str], overrides: dict) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for key, value in (overrides | {"target.path": str(folder.resolve())}).items():
         set_key(params, key, value)
@@ -76,7 +77,7 @@ def run_candidate(folder: Path, weights: Path, overrides: dict) -> dict:
         work = Path(tmp)
         (work / "params.yaml").write_text(yaml.safe_dump(params))
         (work / "models").mkdir()
-        (work / "models/source.named.h5").symlink_to(weights.resolve())
+        (work / "models/source.named.h5").symlink_to(Path(weights[params["pretrain"]["source"]]).resolve())
         seconds = {}
         for stage, args in STAGES:
             started = time.perf_counter()
@@ -89,27 +90,31 @@ def run_candidate(folder: Path, weights: Path, overrides: dict) -> dict:
         if scored.returncode:
             raise SystemExit(scored.stderr[-2000:])
         report = json.loads((work / "metrics/prepare.json").read_text())
-    return {"overrides": overrides, "accuracy": json.loads(scored.stdout.splitlines()[-1]),
-            "images": report["total"], "stage_seconds": seconds}
+    return {"accuracy": json.loads(scored.stdout.splitlines()[-1]), "images": report["total"],
+            "stage_seconds": seconds}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folder", type=Path, required=True)
-    parser.add_argument("--source-weights", type=Path, required=True)
+    parser.add_argument("--folder", type=Path, nargs="+", required=True)
+    parser.add_argument("--weights", nargs="+", required=True, metavar="SOURCE=WEIGHTS")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every candidate")
     parser.add_argument("--candidate", nargs="+", action="append", default=[], metavar="NAME [KEY=VALUE ...]")
     args = parser.parse_args()
     common = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
     candidates = args.candidate or [["defaults"]]
+    weights = dict(item.split("=", 1) for item in args.weights)
     results = {}
     for name, *items in candidates:
         overrides = common | {k: parse_value(v) for k, v in (item.split("=", 1) for item in items)}
-        results[name] = run_candidate(args.folder, args.source_weights, overrides)
-        print(name, json.dumps(results[name]["accuracy"]), flush=True)
-    out = {"folder": str(args.folder), "machine": cpu_info()["model"], "date": time.strftime("%Y-%m-%d"),
-           "candidates": results}
+        runs = {folder.name: run_candidate(folder, weights, overrides) for folder in args.folder}
+        mean = {run: round(sum(r["accuracy"][run] for r in runs.values()) / len(runs), 6)
+                for run in ("transfer", "frozen_head", "scratch")}
+        results[name] = {"overrides": overrides, "folders": runs, "mean": mean}
+        print(name, json.dumps(mean), flush=True)
+    out = {"folders": [folder.name for folder in args.folder], "machine": cpu_info()["model"],
+           "date": time.strftime("%Y-%m-%d"), "candidates": results}
     args.out.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
 
 

@@ -60,7 +60,7 @@ def main() -> None:
             accuracy.setdefault("scratch", {}).setdefault(record["budget"], {})[seed] = record["test_accuracy"]
         print(f"seed {seed} done, {time.perf_counter() - started:.0f} s", flush=True)
     out = {
-        "folder": str(args.folder), "machine": cpu_info()["model"], "date": time.strftime("%Y-%m-%d"),
+        "folder": args.folder.name, "machine": cpu_info()["model"], "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.perf_counter() - started, 1), "classes": data.classes, "images": report["total"],
         "budgets_per_class": args.budgets, "seeds": args.seeds,
         "sweep": {k: getattr(params.sweep, k) for k in ("steps", "batch_size", "lr", "head_lr", "head_fraction",
