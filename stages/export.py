@@ -1,10 +1,11 @@
 """export: the trained models as standard Keras files, for use outside the pipeline.
 
 Reads models/{source,finetune,scratch}.named.h5 (the pipeline's by-name weights), the class names in
-data/target.npz and params base.image_size, model.*, pretrain.source. Writes models/source.keras (the pretrained
-model), models/transfer.keras, models/scratch.keras (complete inference models in Keras 3's native format:
-(N, 28, 28) uint8 images in, one probability per class out; open them with `keras.models.load_model`; each carries
-its class names) and a TensorFlow SavedModel of each target model (models/transfer.savedmodel/,
+data/target.npz and params base.image_size, model.*, pretrain.source, target.path, target.preprocess.
+Writes models/source.keras (the pretrained model), models/transfer.keras, models/scratch.keras (complete
+inference models in Keras 3's native format: (N, 28, 28) uint8 images in, one probability per class out; open
+them with `keras.models.load_model`; each carries its class names, and the target models how their images were
+made, for predict) and a TensorFlow SavedModel of each target model (models/transfer.savedmodel/,
 models/scratch.savedmodel/, made with `model.export` for TensorFlow Serving).
 Run alone: dvc repro export
 """
@@ -18,7 +19,7 @@ from tlpipe.errors import PipelineError
 from tlpipe.io import atomic_dir, atomic_path, check_writable, reproducible_zip
 from tlpipe.model import build_model, inference_model
 from tlpipe.params import load_params
-from tlpipe.target import target_classes
+from tlpipe.target import input_form, target_classes
 from tlpipe.transfer import load_weights
 
 # output name -> (task, weights argument)
@@ -38,6 +39,10 @@ def main() -> None:
     params = load_params()
     check_writable(args.out / "model.keras")
     classes = {"fashion": CLASS_NAMES[params.pretrain.source], "mnist": target_classes(args.target)}
+    # what predict needs to know: the class names, and how the training images were made
+    metadata = {"fashion": {"classes": classes["fashion"]},
+                "mnist": {"classes": classes["mnist"],
+                          "preprocess": input_form(params.target.path, params.target.preprocess)}}
     models = {}
     for name, (task, weights) in MODELS.items():  # load all first: a bad weights file leaves no new output
         model = build_model(task, params.model, params.base.image_size, len(classes[task]))
@@ -47,7 +52,7 @@ def main() -> None:
         with atomic_path(args.out / f"{name}.keras") as tmp:
             model.save(tmp)  # the temporary name keeps the .keras suffix that Keras requires
             # the same model gives the same bytes (and md5 in dvc.lock) on every run; the class names travel with it
-            reproducible_zip(tmp, {"classes": classes[MODELS[name][0]]})
+            reproducible_zip(tmp, metadata[MODELS[name][0]])
         if name in SERVED:
             with atomic_dir(args.out / f"{name}.savedmodel") as tmp:
                 try:

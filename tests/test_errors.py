@@ -97,7 +97,6 @@ def test_no_source_at_all(workdir):
         ("scratch.epochs", 0, "scratch.epochs must be >= 1"),
         ("scratch.lr", -1, "scratch.lr must be > 0"),
         ("base.batch_size", 0, "base.batch_size must be >= 1"),
-        ("base.val_size", 400, "base.val_size=400 must be smaller than the 400 training images"),
     ],
 )
 def test_bad_params(workdir, data_dir, dotted, value, message):
@@ -105,6 +104,15 @@ def test_bad_params(workdir, data_dir, dotted, value, message):
     result = run_stage(workdir, "scratch", str(data_dir / "target.npz"), "models/s.named.h5", "logs/scratch")
     assert_one_line_error(result, "scratch", message)
     assert not (workdir / "models").exists()
+
+
+def test_a_validation_split_as_large_as_the_training_set_is_refused(workdir, data_dir):
+    """The prepare stage splits the target: base.val_size must leave MNIST training images to train on."""
+    set_param(workdir / "params.yaml", "base.val_size", 400)
+    set_param(workdir / "params.yaml", "target.path", str(data_dir / "mnist.npz"))
+    result = run_stage(workdir, "prepare", "data/target.npz", "metrics/prepare.json")
+    assert_one_line_error(result, "prepare", "base.val_size=400 must be smaller than the 400 training images")
+    assert not (workdir / "data").exists() and not (workdir / "metrics").exists()
 
 
 def test_missing_section(workdir, data_dir):

@@ -565,3 +565,24 @@ def test_a_folder_skips_files_pillow_only_names(tmp_path):
     (tmp_path / "clip.mpg").write_bytes(b"\x00\x00\x01\xba")
     files, _ = folder_files(tmp_path)
     assert [p.name for p in files] == ["digit.png"]
+
+
+def test_a_model_trained_on_resized_images_gets_resized_images(tmp_path):
+    """An export whose metadata says preprocess: resize (target.preprocess) is fed images grayscale and resized,
+    polarity kept; any other model file gets MNIST's form."""
+    import zipfile
+
+    from tlpipe.predict import model_form, model_input
+
+    for preprocess, expected in (("resize", "resize"), ("mnist", "mnist"), (None, "mnist")):
+        path = tmp_path / f"{preprocess}.keras"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("metadata.json", json.dumps({"classes": ["a", "b"]} | (
+                {"preprocess": preprocess} if preprocess else {})))
+        assert model_form(path) == expected
+    paper = np.full((40, 50), 230.0, np.float32)
+    paper[10:30, 20:24] = 20.0  # a dark bar on light paper
+    resized = model_input(paper, "resize").image
+    assert resized.shape == (28, 28) and resized[0, 0] > 200 and resized.min() < 60  # light paper stays light
+    mnist = model_input(paper, "mnist").image
+    assert mnist[0, 0] == 0 and mnist.max() == 255  # MNIST's form: light ink on black

@@ -77,6 +77,9 @@ def test_per_class_budgets_count_labels_per_class_capped_by_the_smallest_class(c
     train, val = split_budget(labels, 1, seed=1, cfg=cfg)  # one label per class: none left to validate on
     assert np.bincount(labels[train]).tolist() == [1, 1, 1] and len(val) == 0
     assert set(split_budget(labels, 1, 1, cfg)[0]) <= set(np.concatenate(split_budget(labels, 3, 1, cfg)))
+    many = np.arange(300) % 15  # 15 classes: a budget of 20 images in all leaves no room for them
+    with pytest.raises(PipelineError, match="sweep.budgets has 20, fewer than 2 labels for each of the 15 classes"):
+        split_budget(many, 20, seed=0, cfg=cfg.model_copy(update={"per_class": False}))
 
 
 def test_a_run_without_validation_images_keeps_its_last_weights(params_file):

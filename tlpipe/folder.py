@@ -24,6 +24,7 @@ TEST_FOLDER = "test"
 MNIST_SIZE = 28  # target.preprocess: mnist makes MNIST's 28x28 form
 # Files skipped (and image sizes seen) listed by name in the report, at most
 LISTED = 50
+MAX_FILE = 64 * 2**20  # bytes: larger files are skipped unread (predict's pixel limit applies to the rest)
 
 
 def prepare_target(target: Target, base: Base) -> tuple[TargetData, dict]:
@@ -48,8 +49,8 @@ def from_dataset(path: Path, base: Base) -> tuple[TargetData, dict]:
     train, val = split_indices(len(arrays["y_train"]), base.val_size, base.seed)
     data = TargetData(arrays["x_train"], arrays["y_train"], train, val, arrays["x_test"], arrays["y_test"],
                       CLASS_NAMES[name])
-    size = "x".join(map(str, data.x_train.shape[1:][::-1]))
-    return data, make_report(path, data, "dataset", {size: len(data.y_train) + len(data.y_test)}, {"L": 1}, [], 0)
+    size, count = "x".join(map(str, data.x_train.shape[1:][::-1])), len(data.y_train) + len(data.y_test)
+    return data, make_report(path, data, "dataset", {size: count}, {"L": count}, [], 0)
 
 
 def holdout(labels: np.ndarray, fraction: float, rng: np.random.Generator, classes: list[str], what: str,
@@ -130,7 +131,7 @@ class FolderReader:
         in the training folders' order). `known`: the training classes, when `folder` is test/."""
         found: dict[str, Path] = {}
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            if entry.name.startswith(".") or (known is None and entry.name == TEST_FOLDER):
+            if entry.name.startswith(".") or (known is None and entry.name == TEST_FOLDER and entry.is_dir()):
                 continue
             if not entry.is_dir():
                 self.skip(Path(entry.path), "not in a class folder")
@@ -181,9 +182,12 @@ class FolderReader:
 
     def read(self, path: Path, name: str, split: str) -> np.ndarray | None:
         """One file as a (size, size) uint8 image, or None (skipped, with the reason)."""
-        from tlpipe.predict import InputError, grayscale, open_image, prepare  # noqa: PLC0415
+        from tlpipe.predict import InputError, grayscale, open_image, prepare, resize  # noqa: PLC0415
 
         try:
+            if path.stat().st_size > MAX_FILE:
+                self.skip(path, f"over {MAX_FILE >> 20} MiB, larger than an image to train on")
+                return None
             content = path.read_bytes()
         except OSError as e:
             self.skip(path, f"cannot read ({e.strerror})")
@@ -209,14 +213,6 @@ class FolderReader:
         except InputError as e:
             self.skip(path, str(e))
             return None
-
-
-def resize(gray: np.ndarray, size: int) -> np.ndarray:
-    """A grayscale image (values 0-255) resized to size x size (Lanczos, antialiased), as uint8."""
-    from PIL import Image  # noqa: PLC0415
-
-    out = Image.fromarray(np.asarray(gray, np.float32)).resize((size, size), Image.Resampling.LANCZOS)
-    return np.rint(np.clip(np.asarray(out), 0, 255)).astype(np.uint8)
 
 
 def files_under(folder: Path) -> list[Path]:

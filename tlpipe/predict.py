@@ -24,7 +24,8 @@ and smudges are dropped. The contrast is stretched so the ink peaks at 255; the 
 bounding box of the pixels above 1/5 of that peak, resized to fit 20x20 keeping its aspect ratio (Pillow,
 Lanczos, antialiased), placed in a 28x28 black image and shifted so its centre of mass is at pixel (14, 14)
 (where MNIST's digits have theirs). An image whose grey levels span fewer than 32 levels has no ink (blank).
---raw skips all of this for images already in MNIST form: 28x28, a light digit on black.
+--raw skips all of this for images already in MNIST form: 28x28, a light digit on black. A model trained on a
+folder with params target.preprocess: resize (its file says so) gets its images grayscale and resized instead.
 
 Output: a table (source, class, its probability, the runner-up and its probability, notes), one line per image,
 or with --json one JSON object per line: {"source": path, "index": i or null, "label": k, "class": name,
@@ -237,14 +238,27 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     return prepare(gray).image
 
 
-def mnist_form(gray: np.ndarray, raw: bool) -> Digit:
-    """`gray` (values 0-255) as the model's input image: preprocessed with `prepare`, or as it is if `raw`."""
-    if not raw:
+def resize(gray: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """A grayscale image (values 0-255) resized to size x size (Lanczos, antialiased), as uint8."""
+    out = Image.fromarray(np.asarray(gray, np.float32)).resize((size, size), Image.Resampling.LANCZOS)
+    return np.rint(np.clip(np.asarray(out), 0, 255)).astype(np.uint8)
+
+
+# How an image becomes the model's input: MNIST's form (prepare), grayscale and resized (a model trained with
+# target.preprocess: resize says so in its file), or as it is (--raw).
+FORMS = ("mnist", "resize", "raw")
+
+
+def model_input(gray: np.ndarray, form: str) -> Digit:
+    """`gray` (values 0-255) as the model's input image, in the `form` of FORMS."""
+    if form == "mnist":
         return prepare(gray)
-    if gray.shape != (SIZE, SIZE):
-        raise InputError(f"is {gray.shape[1]}x{gray.shape[0]}, not {SIZE}x{SIZE} (without --raw it is resized)")
     if blank(gray):
         raise InputError(BLANK)
+    if form == "resize":
+        return Digit(resize(gray), [])
+    if gray.shape != (SIZE, SIZE):
+        raise InputError(f"is {gray.shape[1]}x{gray.shape[0]}, not {SIZE}x{SIZE} (without --raw it is resized)")
     return Digit(np.rint(gray).astype(np.uint8), [])
 
 
@@ -288,7 +302,7 @@ def open_image(path: Path) -> Image.Image:
         raise InputError(f"cannot read image ({type(e).__name__}: {first_line(e)})") from e
 
 
-def read_array(path: Path, raw: bool) -> list[Item]:
+def read_array(path: Path, form: str) -> list[Item]:
     """The images of the .npy file `path` (one Item each, failed or not); InputError if the file is unusable."""
     name = str(path)
     try:
@@ -324,14 +338,14 @@ def read_array(path: Path, raw: bool) -> list[Item]:
         index = None if single else i
         source = name if single else f"{name}[{i}]"
         try:
-            digit = mnist_form(image.astype(np.float32), raw)
+            digit = model_input(image.astype(np.float32), form)
             items.append(Item(source, name, index, digit.image, notes=digit.notes))
         except InputError as e:
             items.append(Item(source, name, index, problem=str(e), cause=e))
     return items
 
 
-def read_file(path: Path, raw: bool) -> list[Item]:
+def read_file(path: Path, form: str) -> list[Item]:
     """The image(s) in the file `path`; a failed Item for any problem."""
     name = str(path)
     try:
@@ -347,10 +361,10 @@ def read_file(path: Path, raw: bool) -> list[Item]:
         if path.suffix.lower() == ".npz" or (path.suffix.lower() == ".npy" and head.startswith(b"PK")):
             raise InputError("a .npz archive; predict reads .npy files (one array saved with np.save)")
         if head == NPY_MAGIC:
-            return read_array(path, raw)
+            return read_array(path, form)
         if path.suffix.lower() == ".npy":
             raise InputError("not a .npy array (no NumPy header)")
-        digit = mnist_form(grayscale(open_image(path)), raw)
+        digit = model_input(grayscale(open_image(path)), form)
         return [Item(name, name, None, digit.image, notes=digit.notes)]
     except InputError as e:
         return [Item(name, name, None, problem=str(e), cause=e)]
@@ -390,7 +404,7 @@ def folder_files(folder: Path) -> tuple[list[Path], list[Item]]:
     return files, failed
 
 
-def read_inputs(paths: Iterable[str], raw: bool) -> list[Item]:
+def read_inputs(paths: Iterable[str], form: str = "mnist") -> list[Item]:
     """Every image of `paths`, in order, each as an Item (failed ones included)."""
     items = []
     for arg in paths:
@@ -409,11 +423,11 @@ def read_inputs(paths: Iterable[str], raw: bool) -> list[Item]:
             if not files and not failed:
                 items.append(Item(arg, arg, None, problem="folder has no images (nor .npy arrays)"))
             for file in files:
-                items += read_file(file, raw)
+                items += read_file(file, form)
         elif not path.exists():
             items.append(Item(arg, arg, None, problem="no such file or folder"))
         else:
-            items += read_file(path, raw)
+            items += read_file(path, form)
     return items
 
 
@@ -452,16 +466,28 @@ def check_model_file(path: Path) -> None:
         raise PipelineError(f"{path}: Keras loads models only from files named *.keras; rename it")
 
 
-def model_classes(path: Path) -> list[str] | None:
-    """The class names an exported model carries (metadata.json's "classes"), or None for a plain Keras file."""
+def model_metadata(path: Path) -> dict:
+    """What an exported model's metadata.json says ({} for a plain Keras file)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            classes = json.loads(archive.read("metadata.json")).get("classes")
+            metadata = json.loads(archive.read("metadata.json"))
     except (KeyError, ValueError, OSError, zipfile.BadZipFile):
-        return None
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def model_classes(path: Path) -> list[str] | None:
+    """The class names an exported model carries (metadata.json's "classes"), or None for a plain Keras file."""
+    classes = model_metadata(path).get("classes")
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         return None
     return classes
+
+
+def model_form(path: Path) -> str:
+    """How the model's training images were made (metadata.json's "preprocess"): MNIST's form unless it says
+    resize."""
+    return "resize" if model_metadata(path).get("preprocess") == "resize" else "mnist"
 
 
 def load_model(path: Path, classes: int = 10):
@@ -578,7 +604,7 @@ def predict_main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_model_file(args.model)
     classes = model_classes(args.model) or DIGITS  # a plain Keras file: assumed to read digits
-    items = read_inputs(args.paths, args.raw)
+    items = read_inputs(args.paths, "raw" if args.raw else model_form(args.model))
     good = [item for item in items if item.problem is None]
     probs = np.zeros((0, len(classes)))
     if good:

@@ -60,6 +60,9 @@ def split_budget(labels: np.ndarray, budget: int, seed: int, cfg: Sweep) -> tupl
         if budget > len(labels):
             raise PipelineError(f"params.yaml: sweep.budgets has {budget}, more than the {len(labels)} training "
                                 "images")
+        if budget < 2 * classes:
+            raise PipelineError(f"params.yaml: sweep.budgets has {budget}, fewer than 2 labels for each of the "
+                                f"{classes} classes; raise it, or set sweep.per_class: true")
         size, n_val = budget, val_count(budget, cfg, classes)
     subset = labelled_order(labels, seed)[:size]
     return subset[n_val:], subset[:n_val]

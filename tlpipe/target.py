@@ -38,35 +38,43 @@ class TargetData:
         return {"x_train": self.x_train, "y_train": self.y_train, "x_test": self.x_test, "y_test": self.y_test}
 
 
+def input_form(path: str, preprocess: str) -> str:
+    """How the target's images were made, for predict: a download stage's file is in MNIST's form already, a
+    folder's images in the form of params target.preprocess (mnist or resize)."""
+    return "mnist" if path.endswith(".npz") else preprocess
+
+
 def save_target(path: str | Path, data: TargetData) -> None:
+    """Write `data` as data/target.npz (atomically; class names as a string array, no pickles)."""
     save_npz(path, data.arrays() | {"train_index": data.train_index, "val_index": data.val_index,
                                     "classes": np.array(data.classes, dtype=str)})
 
 
-def load_target(path: str | Path) -> TargetData:
-    """Read data/target.npz (written by the prepare stage; never unpickles)."""
+KEYS = ("x_train", "y_train", "train_index", "val_index", "x_test", "y_test", "classes")
+
+
+def _read(path: str | Path, keys: tuple[str, ...] = KEYS) -> dict[str, np.ndarray]:
+    """`keys` of data/target.npz (never unpickles); PipelineError naming the file and the fix."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {key: f[key] for key in f.files}
+            if set(f.files) != set(KEYS):
+                raise PipelineError(f"{path}: holds {sorted(f.files)}, expected {sorted(KEYS)}; run "
+                                    "`dvc repro -f prepare`")
+            return {key: f[key] for key in keys}
     except FileNotFoundError as e:
         raise PipelineError(f"{path}: missing; run `dvc repro prepare` first") from e
     except (OSError, ValueError) as e:
         raise PipelineError(f"{path}: not a readable .npz ({e}); run `dvc repro -f prepare`") from e
-    wanted = {"x_train", "y_train", "train_index", "val_index", "x_test", "y_test", "classes"}
-    if set(arrays) != wanted:
-        raise PipelineError(f"{path}: holds {sorted(arrays)}, expected {sorted(wanted)}; run `dvc repro -f prepare`")
+
+
+def load_target(path: str | Path) -> TargetData:
+    """Read data/target.npz, written by the prepare stage."""
+    arrays = _read(path)
     classes = [str(c) for c in arrays.pop("classes")]
     return TargetData(classes=classes, **arrays)
 
 
 def target_classes(path: str | Path) -> list[str]:
     """The class names in data/target.npz, without reading its images."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return [str(c) for c in f["classes"]]
-    except FileNotFoundError as e:
-        raise PipelineError(f"{path}: missing; run `dvc repro prepare` first") from e
-    except (OSError, ValueError, KeyError) as e:
-        raise PipelineError(f"{path}: not a target file of the prepare stage ({e}); run `dvc repro -f prepare`") from e
+    return [str(c) for c in _read(path, ("classes",))["classes"]]
