@@ -250,7 +250,7 @@ def test_exported_models_score_exactly_what_compare_reports(repo):
     for run in ("transfer", "scratch"):
         assert score(root / "models" / f"{run}.keras", root / "data/mnist.npz", batch)["accuracy"] == \
             metrics[run]["test_accuracy"], run
-    assert score(root / "models/fashion.keras", root / "data/fashion_mnist.npz", batch)["accuracy"] == \
+    assert score(root / "models/source.keras", root / "data/fashion_mnist.npz", batch)["accuracy"] == \
         metrics["pretrain"]["test_accuracy"]
     assert (root / "models/transfer.savedmodel/saved_model.pb").is_file()
 

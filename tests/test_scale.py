@@ -122,7 +122,7 @@ def test_tensorflow_extras_resolve_to_exactly_one_build(tmp_path):
 
 @pytest.fixture(scope="module")
 def origin(tmp_path_factory, mirror):
-    """A bare Git repository and a DVC remote holding the tiny project with download and pretrain done once
+    """A bare Git repository and a DVC remote holding the tiny project with download, prepare and pretrain done once
     (by "the first machine", which committed dvc.lock and pushed its outputs); the env to run DVC with."""
     base = tmp_path_factory.mktemp("scale")
     first = base / "first"
@@ -139,7 +139,7 @@ def origin(tmp_path_factory, mirror):
     sh(first, "dvc", "remote", "add", "-f", "-d", "shared", str(base / "dvc-remote"), env=env)
     sh(first, "git", "add", "-A", env=env)
     sh(first, "git", "commit", "-qm", "tiny project", env=env)  # DVCLive needs a commit to exist
-    sh(first, "dvc", "repro", "pretrain", env=env)
+    sh(first, "dvc", "repro", "prepare", "pretrain", env=env)
     sh(first, "dvc", "push", env=env)
     sh(first, "git", "add", "-A", env=env)
     sh(first, "git", "commit", "-qm", "pretrain done once", env=env)
@@ -186,7 +186,7 @@ def test_two_machines_share_the_sweep_and_a_third_collects_without_training(orig
 
     # one machine alone, from the same commit, trains every point: the same aggregate
     single = machine(origin, "single")
-    sh(single, "dvc", "pull", "download", "pretrain", env=env)
+    sh(single, "dvc", "pull", "download", "prepare", "pretrain", env=env)
     out_s = sh(single, "dvc", "repro", "--no-run-cache", "data_efficiency", env=env)
     assert sorted(ran(out_s)) == sorted(SWEEP)
     collected, alone = (json.loads((root / "metrics/data_efficiency.json").read_text()) for root in (collector, single))

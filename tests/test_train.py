@@ -183,7 +183,7 @@ def test_streamed_fit_trains_the_whole_model_on_a_gpu(setup, monkeypatch):
     monkeypatch.setattr(train_module, "fit", lambda model, *args, **kwargs: calls.append((model, kwargs)) or 0.0)
     model = frozen_model(params)
     fit_head_streamed(model, data, phase, 16, 7, NullLive())
-    assert calls == [(model, {"key": ""})]
+    assert calls == [(model, {"key": "", "min_steps": 1})]
 
 
 def test_streamed_fit_trains_a_partly_frozen_extractor_whole(setup):
@@ -378,7 +378,8 @@ def test_a_phase_batch_size_overrides_the_base_one(setup, tmp_path, monkeypatch,
     monkeypatch.setattr(train_module, "fit",
                         lambda model, *args, **kwargs: fitted.append(model) or real_fit(model, *args, **kwargs))
     model = frozen_model(params)
-    train_module.train_and_save(model, data, phase.model_copy(update={"epochs": 1}), params.base, tmp_path / "logs",
+    base = params.base.model_copy(update={"min_steps": 1})  # one pass: the batch size alone sets the steps
+    train_module.train_and_save(model, data, phase.model_copy(update={"epochs": 1}), base, tmp_path / "logs",
                                 tmp_path / "w.named.h5", key="frozen_head", head=head, batch_size=batch_size)
     (trained,) = fitted  # the model itself, or the head on the streamed or cached features
     assert (trained is model) == (head == "")

@@ -76,7 +76,7 @@ def error_line(output: str) -> str:
 
 
 def upstream(stages: list[str]) -> list[str]:
-    """The stages that `stages` depend on, directly or not (for the sweep: download and pretrain)."""
+    """The stages that `stages` depend on, directly or not (for the sweep: download, prepare and pretrain)."""
     import networkx as nx
     from dvc.repo import Repo
 
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     if stale:
         raise PipelineError(
             f"{', '.join(stale)}: not up to date with dvc.lock here, so this machine's points would not match the "
-            "others'; on one machine run `dvc repro pretrain`, `dvc push`, and commit and push dvc.lock, then pull "
-            "that commit on every shard"
+            "others'; on one machine run `dvc repro prepare pretrain`, `dvc push`, and commit and push dvc.lock, "
+            "then pull that commit on every shard"
         )
     pull_seconds = lap()
     # --keep-going: a failing stage does not stop the others, and what was trained is pushed all the same
