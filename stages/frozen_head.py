@@ -1,7 +1,7 @@
 """frozen_head: target epochs 1..N. Transfer the source extractor by layer name, freeze it, train the new head.
 
-Reads models/source.named.h5, data/target.npz and params base.* (all but base.batch_size: frozen_head.batch_size is
-its own), model.*, transfer.*, frozen_head.*.
+Reads models/source.named.h5, data/target.npz and params base.seed, base.image_size, base.min_steps,
+base.deterministic (frozen_head.batch_size is its own), model.*, transfer.*, frozen_head.*.
 The frozen extractor runs in the input pipeline with each BatchNormalization folded into its convolution
 (tlpipe.train.fit_head_streamed), or once per image with frozen_head.cache_features.
 Writes models/frozen_head.named.h5, metrics/transfer_report.json (what was copied, skipped, frozen)

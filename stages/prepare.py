@@ -2,7 +2,7 @@
 
 Reads params target.*, base.seed, base.val_size, base.image_size and target.path: data/mnist.npz (the download
 stage's; base.val_size random training images are held out for validation), or a folder of class folders (see
-tlpipe.target; target.val_fraction of each class for validation, test/ or target.test_fraction for the test).
+tlpipe.folder; target.val_fraction of each class for validation, test/ or target.test_fraction for the test).
 Writes data/target.npz and metrics/prepare.json (images per class and split, files skipped and why, sizes seen).
 Run alone: dvc repro prepare
 """

@@ -584,5 +584,6 @@ def test_a_model_trained_on_resized_images_gets_resized_images(tmp_path):
     paper[10:30, 20:24] = 20.0  # a dark bar on light paper
     resized = model_input(paper, "resize").image
     assert resized.shape == (28, 28) and resized[0, 0] > 200 and resized.min() < 60  # light paper stays light
+    assert model_input(np.full((40, 50), 128.0, np.float32), "resize").image.shape == (28, 28)  # as prepare takes it
     mnist = model_input(paper, "mnist").image
     assert mnist[0, 0] == 0 and mnist.max() == 255  # MNIST's form: light ink on black

@@ -38,6 +38,7 @@ def test_a_folder_becomes_the_target(tmp_path, params_file):
     counts = {"b": 6, "a c": 7, "ü": 8}  # a space and a non-ASCII letter in class names
     write_image_folder(tmp_path / "imgs", counts)
     (tmp_path / "imgs" / "a c" / "notes.txt").write_text("not an image")
+    (tmp_path / "imgs" / "b" / "notes.txt").write_text("not an image")  # the same stray file in two classes
     (tmp_path / "imgs" / "a c" / ".DS_Store").write_bytes(b"\0hidden")
     (tmp_path / "imgs" / "README.md").write_text("the set\n")
     (tmp_path / "imgs" / "b" / "blank.png").write_bytes((tmp_path / "imgs" / "b" / "b-0.png").read_bytes()[:40])
@@ -53,7 +54,7 @@ def test_a_folder_becomes_the_target(tmp_path, params_file):
         assert got["test"] == held_out == int((data.y_test == c).sum()), name
         assert got["val"] >= 1 and got["train"] >= 1 and sum(got.values()) == n, name
     skipped = {Path(s["file"]).name: s["reason"] for s in report["skipped_files"]}
-    assert report["skipped"] == 3 and set(skipped) == {"notes.txt", "README.md", "blank.png"}
+    assert report["skipped"] == 4 and set(skipped) == {"notes.txt", "README.md", "blank.png"}
     assert skipped["README.md"] == "not in a class folder" and "not an image" in skipped["notes.txt"]
     assert set(report["modes"]) == {"L", "RGB", "RGBA", "I;16"}
     assert sum(report["sizes"].values()) == sum(counts.values())
@@ -130,6 +131,11 @@ def _too_few_images(root: Path) -> None:
     write_image_folder(root, {"a": 3, "b": 2})  # 2 images: one for the test, one left for training and validation
 
 
+def _too_few_for_validation(root: Path) -> None:
+    write_image_folder(root, {"a": 3, "b": 1})
+    write_image_folder(root / "test", {"a": 1, "b": 1}, seed=5)
+
+
 def _names_written_two_ways(root: Path) -> None:
     write_image_folder(root, {unicodedata.normalize("NFC", "é"): 3, "b": 3})
     write_image_folder(root, {unicodedata.normalize("NFD", "é"): 3}, seed=3)
@@ -143,7 +149,8 @@ def _names_written_two_ways(root: Path) -> None:
     (_same_file_in_two_classes, ["the same file as", "in classes 'a' and 'b'"]),
     (_same_file_in_training_and_test, ["again.png: the same file as", "in test/ and training"]),
     (_unknown_test_class, ["test/z: a test class with no training folder"]),
-    (_too_few_images, ["/b: 1 usable image(s); each class needs at least 2 here"]),
+    (_too_few_images, ["/b: 2 usable image(s); without test/ each class needs at least 3"]),
+    (_too_few_for_validation, ["/b: 1 usable image(s); each class needs at least 2 here (one for validation"]),
     (_names_written_two_ways, ["written two ways (Unicode normalization)"]),
 ])
 def test_a_bad_folder_gets_one_line_and_no_output(tmp_path, params_file, make, fragments):

@@ -1,4 +1,4 @@
-"""Transfer learning from Fashion-MNIST to MNIST: the shared logic behind the DVC stages."""
+"""Transfer learning (Fashion-MNIST to MNIST by default, or to your own images): the logic behind the DVC stages."""
 
 from tlpipe._quiet import quiet_tensorflow_startup
 

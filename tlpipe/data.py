@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -248,7 +249,7 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
             arrays = {k: f[k] for k in f.files}
     except FileNotFoundError as e:
         raise PipelineError(f"{path}: missing; run `dvc repro download` first") from e
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise PipelineError(f"{path}: not a readable .npz ({e}); run `dvc repro -f download`") from e
     wanted = {key for key, _ in FILES.values()}
     if set(arrays) != wanted:

@@ -8,12 +8,14 @@ reported; an empty class, a single class, or one file in two classes (or in trai
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import unicodedata
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from tlpipe.data import CLASS_NAMES, DATASETS, load_npz, split_indices
 from tlpipe.errors import PipelineError
@@ -34,6 +36,8 @@ def prepare_target(target: Target, base: Base) -> tuple[TargetData, dict]:
         return from_folder(path, target, base)
     if path.is_file():
         return from_dataset(path, base)
+    if path.suffix == ".npz" and path.stem in DATASETS:
+        raise PipelineError(f"{path}: missing; run `dvc repro download` first")
     raise PipelineError(f"params.yaml: target.path is {path}, which does not exist; name data/mnist.npz or a folder "
                         "of class folders")
 
@@ -85,6 +89,11 @@ def from_folder(folder: Path, target: Target, base: Base) -> tuple[TargetData, d
             raise PipelineError(f"{test_folder}: no usable images; add some, or remove it to hold out "
                                 "target.test_fraction of each class instead")
     else:
+        counts = np.bincount(y, minlength=len(classes))
+        if counts.min() < 3:
+            name = classes[int(counts.argmin())]
+            raise PipelineError(f"{folders[name]}: {counts.min()} usable image(s); without test/ each class needs at "
+                                "least 3 (one each for the test set, validation and training)")
         pool, test = holdout(y, target.test_fraction, rng, classes, "the test set", str(folder))
         x, y, x_test, y_test = x[pool], y[pool], x[test], y[test]
     train, val = holdout(y, target.val_fraction, rng, classes, "validation", str(folder))
@@ -168,7 +177,7 @@ class FolderReader:
             if class_dir is None:  # a test/ without this class
                 continue
             found = 0
-            for path in files_under(class_dir):
+            for path in files_under(class_dir, lambda e: self.skip(Path(e.filename), f"cannot read ({e.strerror})")):
                 image = self.read(path, name, split)
                 if image is not None:
                     images.append(image)
@@ -192,6 +201,14 @@ class FolderReader:
         except OSError as e:
             self.skip(path, f"cannot read ({e.strerror})")
             return None
+        try:
+            image = open_image(io.BytesIO(content))
+            gray = grayscale(image)
+            pixels = prepare(gray).image if self.preprocess == "mnist" else resize(gray, self.size)
+        except InputError as e:
+            self.skip(path, str(e))
+            return None
+        # only usable images count: the same stray file (Thumbs.db, a blank placeholder) in two classes is skipped
         digest = hashlib.sha256(content).hexdigest()
         if digest in self.seen:
             other_class, other_split, other = self.seen[digest]
@@ -202,23 +219,17 @@ class FolderReader:
             self.repeated += 1  # the same image twice in one class: kept, and counted in the report
         else:
             self.seen[digest] = (name, split, path)
-        try:
-            image = open_image(path)
-            self.sizes[f"{image.width}x{image.height}"] += 1
-            self.modes[image.mode] += 1
-            gray = grayscale(image)
-            if self.preprocess == "mnist":
-                return prepare(gray).image
-            return resize(gray, self.size)
-        except InputError as e:
-            self.skip(path, str(e))
-            return None
+        with Image.open(io.BytesIO(content)) as header:  # the size as stored (open_image may have reduced it)
+            self.sizes[f"{header.width}x{header.height}"] += 1
+        self.modes[image.mode] += 1
+        return pixels
 
 
-def files_under(folder: Path) -> list[Path]:
-    """The files under `folder`, recursively, sorted, hidden names (".name") skipped."""
+def files_under(folder: Path, unreadable=None) -> list[Path]:
+    """The files under `folder`, recursively, sorted, hidden names (".name") skipped; `unreadable(error)` is told
+    of each folder that cannot be listed."""
     found = []
-    for parent, dirs, names in os.walk(folder):
+    for parent, dirs, names in os.walk(folder, onerror=unreadable):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [Path(parent, n) for n in names if not n.startswith(".")]
     return sorted(found, key=lambda p: p.relative_to(folder).parts)

@@ -131,7 +131,7 @@ class Pretrain(Train):
 
 class Target(_Section):
     """What the transfer and scratch models learn: a dataset file of the download stage, or a folder of class
-    folders (tlpipe.target)."""
+    folders (tlpipe.folder)."""
 
     path: Annotated[str, _rule(lambda v: v.strip() != "", "must name data/mnist.npz or a folder of class folders")]
     preprocess: Preprocess

@@ -253,20 +253,21 @@ def model_input(gray: np.ndarray, form: str) -> Digit:
     """`gray` (values 0-255) as the model's input image, in the `form` of FORMS."""
     if form == "mnist":
         return prepare(gray)
-    if blank(gray):
-        raise InputError(BLANK)
-    if form == "resize":
+    if form == "resize":  # as the prepare stage makes them: any image, blank or not
         return Digit(resize(gray), [])
     if gray.shape != (SIZE, SIZE):
         raise InputError(f"is {gray.shape[1]}x{gray.shape[0]}, not {SIZE}x{SIZE} (without --raw it is resized)")
+    if blank(gray):
+        raise InputError(BLANK)
     return Digit(np.rint(gray).astype(np.uint8), [])
 
 
 # --- files -> images -------------------------------------------------------------------------------------------
 
 
-def open_image(path: Path) -> Image.Image:
-    """The image in `path`, decoded (first frame, EXIF orientation applied); InputError for any problem."""
+def open_image(path) -> Image.Image:
+    """The image in `path` (a path or a binary file), decoded (first frame, EXIF orientation applied); InputError for
+    any problem."""
     try:
         with warnings.catch_warnings():
             # Pillow warns past MAX_IMAGE_PIXELS and raises past twice that: both are an error here.

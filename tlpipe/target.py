@@ -7,6 +7,7 @@ sweep read only it.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def _read(path: str | Path, keys: tuple[str, ...] = KEYS) -> dict[str, np.ndarra
             return {key: f[key] for key in keys}
     except FileNotFoundError as e:
         raise PipelineError(f"{path}: missing; run `dvc repro prepare` first") from e
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise PipelineError(f"{path}: not a readable .npz ({e}); run `dvc repro -f prepare`") from e
 
 
