@@ -433,8 +433,10 @@ def render_own_images(report: dict) -> str:
     lines = [row(["run", *[f"{b} per class" for b in budgets]]), row(["---"] * (len(budgets) + 1))]
     lines += [row([arm_name(arm), *[interval(report["arms"][arm][b]) for b in budgets]])
               for arm in ARMS if arm in report["arms"]]
+    order = [f"{arm} - scratch" for arm in ARMS] + ["transfer[mnist] - transfer[fashion_mnist]"]
+    pairs = sorted(report["paired"], key=lambda pair: order.index(pair) if pair in order else len(order))
     lines += [row([f"paired: {arm_name(pair)}", *[interval(report["paired"][pair][b], signed=True) for b in budgets]])
-              for pair in report["paired"]]
+              for pair in pairs]
     images = report["images"]
     more = (f"; {len(report['classes'])} classes, {images['test']:,} test images, mean over {len(report['seeds'])} "
             f"seeds with 95 % t-intervals, {wall_time(report['seconds'])}")

@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/own_images.py --folder DIR --weights mnist=W1 fashion_mnist=W2 --out REPORT.json
        [--budgets 1 5 10 30] [--seeds 0 1 2 3 4] [--plot FIGURE.png]
+       python benchmarks/own_images.py --replot REPORT.json FIGURE.png   (the figure again, from a report)
 
 The folder is read as the prepare stage reads params target.path (with its test/ as the test set). Each seed
 draws the labels per class and the initialisation; at each budget, the sweep's runs (tlpipe.points, the engine of
@@ -31,6 +32,9 @@ PAIRS = [("transfer[mnist]", "scratch"), ("transfer[fashion_mnist]", "scratch"),
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--replot"] and len(sys.argv) == 4:
+        plot(json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=Path, required=True)
     parser.add_argument("--weights", nargs="+", required=True, metavar="SOURCE=WEIGHTS")
@@ -93,6 +97,8 @@ def plot(report: dict, path: Path) -> None:
         ax.errorbar(budgets, mean, yerr=[mean - low, high - mean], marker="o", capsize=4, label=arm,
                     linestyle="--" if arm.startswith("frozen") else "-")
     ax.set_xscale("log")
+    ax.set_xticks(report["budgets_per_class"], [str(b) for b in report["budgets_per_class"]])
+    ax.minorticks_off()
     ax.set_xlabel("labels per class")
     ax.set_ylabel("test accuracy (unseen fonts)")
     ax.set_title(f"{Path(report['folder']).name}: mean over {len(report['seeds'])} seeds, 95 % t-interval")
