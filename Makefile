@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/installed-$(TF)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: repro test lint plots bench sweep-shard docs
+.PHONY: repro study test lint plots bench sweep-shard docs
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))' 2>/dev/null || { \
@@ -32,6 +32,11 @@ $(INSTALLED): pyproject.toml
 repro: $(INSTALLED)
 	$(PY) -m tlpipe.params
 	dvc repro
+
+# The controls study (study/dvc.yaml, docs/study.md): after the main pipeline's sweep, which it runs first if stale.
+study: $(INSTALLED)
+	$(PY) -m tlpipe.params
+	dvc repro study/dvc.yaml
 
 test: $(INSTALLED)
 	$(PY) -m pytest

@@ -2,7 +2,8 @@
 
 Reads data/target.npz, the source dataset (data/<pretrain.source>.npz), models/*.named.h5, the DVCLive logs in
 metrics/logs/ and params base.*, model.*, frozen_head.epochs, compare.*.
-Writes metrics/compare.json and metrics/plots/ (validation curves, confusion pairs, accuracy.png).
+Writes metrics/compare.json (with McNemar's test of transfer against scratch) and metrics/plots/ (validation
+curves, confusion pairs, accuracy.png).
 Run alone: dvc repro compare
 """
 
@@ -19,6 +20,7 @@ from tlpipe.report import (
     ACCURACY_PNG,
     compare_metrics,
     evaluate,
+    mcnemar,
     plot_accuracy_png,
     write_confusion,
     write_curves,
@@ -66,6 +68,10 @@ def main() -> None:
     )
 
     metrics = compare_metrics(results, curves, seconds, params.compare.threshold)
+    # a paired test on the same test images: is transfer's accuracy different from scratch's?
+    test = mcnemar(target.y_test, results["transfer"]["predicted"], results["scratch"]["predicted"])
+    metrics["mcnemar"] = {"transfer_only_correct": test["a_only_correct"],
+                          "scratch_only_correct": test["b_only_correct"], "p_value": test["p_value"]}
     # where and when the models were trained (the docs' tables say it)
     metrics |= measured([read_summary(args.logs / stage) for stage in ("frozen_head", "finetune", "scratch")])
     write_json(args.metrics_out, metrics)

@@ -1,6 +1,6 @@
 """sweep_point: the points of the label-budget sweep for one seed, at every budget of target labels.
 
-Reads data/target.npz (its labelled pool and test set), models/source.named.h5 (transfer and frozen runs) and
+Reads data/target.npz (its labelled pool and test set), models/source.named.h5 (the runs that transfer) and
 params base.image_size, base.deterministic, model.*, transfer.*, sweep.* (except the list of seeds, so adding a
 seed runs only its stage).
 Writes one JSON record per point (sizes, budget rule, the validation-selected step, the test accuracy) as
@@ -22,15 +22,16 @@ from tlpipe.target import load_target
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", choices=SWEEP_RUNS, nargs="+", default=list(SWEEP_RUNS))
+    parser.add_argument("--runs", choices=SWEEP_RUNS, nargs="+", required=True)
     parser.add_argument("--budgets", type=int, nargs="+", help="default: params sweep.budgets")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--source-weights", type=Path, help="pretrained weights (transfer and frozen runs)")
+    parser.add_argument("--source-weights", type=Path, help="pretrained weights (every run but scratch and "
+                        "random_frozen)")
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args()
-    if set(args.runs) - {"scratch"} and args.source_weights is None:
-        parser.error("the transfer and frozen runs need --source-weights")
+    if set(args.runs) - {"scratch", "random_frozen"} and args.source_weights is None:
+        parser.error("every run but scratch and random_frozen needs --source-weights")
     params = load_params()
     check_writable(args.out_dir / "record.json")
     budgets = args.budgets or params.sweep.budgets

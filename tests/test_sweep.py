@@ -9,7 +9,7 @@ import pytest
 
 from tests.support import run_stage
 from tlpipe.errors import PipelineError
-from tlpipe.params import load_params
+from tlpipe.params import SWEEP_RUNS, load_params
 from tlpipe.sweep import (
     aggregate,
     budget_rule,
@@ -97,7 +97,7 @@ def test_a_run_without_validation_images_keeps_its_last_weights(params_file):
     trainer = Trainer(model, Recipe(0.01, "constant"), 2)
     before = model.get_layer("mnist_out").get_weights()[0].copy()
     selected = trainer.fit_steps(Data(x, y, x[:0], y[:0]), 4, 3, seed=0)
-    assert selected == {"val_accuracy": None, "best_step": 4}
+    assert selected == {"val_accuracy": None, "best_step": 4, "curve": None}
     assert int(model.optimizer.iterations.numpy()) == 4
     assert not np.allclose(before, model.get_layer("mnist_out").get_weights()[0])
 
@@ -131,7 +131,7 @@ def test_aggregate_pairs_runs_by_seed(cfg):
     values = {("transfer", 20): [0.8, 0.9], ("frozen", 20): [0.7, 0.7], ("scratch", 20): [0.5, 0.7],
               ("transfer", 60): [0.95, 0.97], ("frozen", 60): [0.9, 0.9], ("scratch", 60): [0.9, 0.96]}
     records = [
-        {"run": run, "budget": budget, "seed": seed, "test_accuracy": acc, "seconds": 1.0}
+        {"run": run, "budget": budget, "seed": seed, "test_accuracy": acc, "seconds": 1.0, "selected": {"curve": None}}
         for (run, budget), accs in values.items()
         for seed, acc in zip(cfg.seeds, accs, strict=True)
     ]
@@ -150,8 +150,8 @@ def test_aggregate_pairs_runs_by_seed(cfg):
 def test_data_efficiency_names_a_missing_point(tmp_path, params_file):
     points = tmp_path / "points"
     points.mkdir()
-    result = run_stage(tmp_path, "data_efficiency", "--points", "points", "--metrics-out", "out.json",
-                       "--plots-out", "plots")
+    result = run_stage(tmp_path, "data_efficiency", "--points", "points", "--runs", "transfer", "scratch",
+                       "--pretrain-log", "log", "--metrics-out", "out.json", "--plots-out", "plots")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: data_efficiency: points/seed-0/transfer-20-0.json: sweep point is missing; "
@@ -170,7 +170,7 @@ def test_point_record(tmp_path, params_file, data_dir):
     assert 0 <= record["test_accuracy"] <= 1 and record["selected"]["best_step"] in (0, 2, 4, 6, 8)
     result = run_stage(tmp_path, "sweep_point", "--runs", "transfer", "--budgets", "60", "--seed", "1",
                        "--data", str(data_dir / "target.npz"), "--out-dir", "other")
-    assert result.returncode == 2 and "need --source-weights" in result.stderr
+    assert result.returncode == 2 and "needs --source-weights" in result.stderr
     assert not (tmp_path / "other").exists()
 
 
@@ -186,11 +186,12 @@ def test_points_in_one_process_match_points_alone(tmp_path, params_file, data_di
     keras.utils.set_random_seed(7)
     save_weights(build_model("fashion", params.model, params.base.image_size), tmp_path / "fashion.named.h5")
     common = ["--seed", "1", "--data", str(data_dir / "target.npz"), "--source-weights", "fashion.named.h5"]
-    together = run_stage(tmp_path, "sweep_point", "--budgets", "20", "60", *common, "--out-dir", "together")
+    together = run_stage(tmp_path, "sweep_point", "--runs", *SWEEP_RUNS, "--budgets", "20", "60", *common,
+                         "--out-dir", "together")
     assert together.returncode == 0, together.stderr
-    assert len(list((tmp_path / "together").glob("*.json"))) == 6
-    for run in ("transfer", "frozen", "scratch"):
-        for budget in ("20", "60"):
+    assert len(list((tmp_path / "together").glob("*.json"))) == 2 * len(SWEEP_RUNS)
+    for run in SWEEP_RUNS:
+        for budget in ("20", "60") if run in ("transfer", "frozen", "scratch") else ("60",):
             alone = run_stage(tmp_path, "sweep_point", "--runs", run, "--budgets", budget, *common,
                               "--out-dir", "alone")
             assert alone.returncode == 0, alone.stderr
@@ -304,10 +305,13 @@ def test_one_seed_gives_means_without_intervals(tmp_path, params_file, monkeypat
     (tmp_path / "points" / "seed-0").mkdir(parents=True)
     for record in records([0]):
         (tmp_path / "points" / "seed-0" / f"{record['run']}-{record['budget']}-0.json").write_text(json.dumps(record))
-    result = run_stage(tmp_path, "data_efficiency", "--points", "points", "--metrics-out", "out.json",
-                       "--plots-out", "stage_plots")
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "metrics.json").write_text(json.dumps({"train_seconds": 5.0}))
+    result = run_stage(tmp_path, "data_efficiency", "--points", "points", "--runs", "transfer", "frozen", "scratch",
+                       "--pretrain-log", "log", "--metrics-out", "out.json", "--plots-out", "stage_plots")
     assert result.returncode == 0, result.stderr
-    # with where and when from the records (these synthetic ones name neither)
-    assert json.loads((tmp_path / "out.json").read_text()) == out | {"machine": None, "date": None}
+    # with where and when from the records (these synthetic ones name neither), and the pretraining's time
+    assert json.loads((tmp_path / "out.json").read_text()) == out | {"machine": None, "date": None,
+                                                                     "pretrain_seconds": 5.0}
     csv_lines = (tmp_path / "stage_plots" / "accuracy.csv").read_text().splitlines()
     assert csv_lines[:2] == ["labels,run,mean,ci95_low,ci95_high", "20,transfer,0.9,,"]

@@ -65,7 +65,8 @@ Source = Literal["fashion_mnist", "mnist"]  # the pretraining dataset (data/<sou
 Preprocess = Literal["mnist", "resize"]  # a folder target's images: into MNIST's form, or grayscale and resized
 
 SCHEDULES = typing.get_args(Schedule)
-SWEEP_RUNS = ("transfer", "frozen", "scratch")
+# The sweep's runs: the three the tutorial compares, then the controls that say why (docs/data-efficiency.md).
+SWEEP_RUNS = ("transfer", "frozen", "scratch", "adabn", "random_frozen", "depth1", "depth2", "depth3")
 
 
 class _Section(BaseModel):
@@ -195,6 +196,8 @@ class Sweep(_Section):
     lr: Positive
     schedule: Schedule
     bn_momentum: Fraction
+    margin: Annotated[Number, Field(gt=0, lt=1)]
+    converge: Fraction
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:

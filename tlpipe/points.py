@@ -5,6 +5,7 @@ Kept apart from tlpipe.sweep so that aggregating the points (data_efficiency) do
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -17,7 +18,13 @@ from tlpipe.model import build_model
 from tlpipe.params import SWEEP_RUNS, Params
 from tlpipe.sweep import budget_rule, labelled_order, per_class_count, point_name, split_budget, split_steps
 from tlpipe.train import Data, Recipe, Trainer, cache_features, evaluate, make_deterministic, training_devices
-from tlpipe.transfer import set_trainable, transfer_by_name
+from tlpipe.transfer import adapt_batchnorm, block_layers, set_trainable, transfer_by_name
+
+# adabn's and random_frozen's extractors are new functions of each point's weights, traced once per point by design
+logging.getLogger("tensorflow").addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
+
+UNTRANSFERRED = {"scratch", "random_frozen"}  # start from the random init alone
+HEAD_ONLY = {"frozen", "adabn", "random_frozen"}  # train the head on a frozen extractor for every step
 
 
 def run_points(
@@ -33,8 +40,9 @@ def run_points(
     unknown = [run for run in runs if run not in SWEEP_RUNS]
     if unknown:
         raise PipelineError(f"sweep run must be one of {list(SWEEP_RUNS)}, got {unknown[0]!r}")
-    if source_weights is None and any(run != "scratch" for run in runs):
-        raise PipelineError("the transfer and frozen sweep runs need the pretrained weights (--source-weights)")
+    if source_weights is None and set(runs) - UNTRANSFERRED:
+        raise PipelineError("every sweep run but scratch and random_frozen needs the pretrained weights "
+                            "(--source-weights)")
     x, y = arrays["x_train"], arrays["y_train"]
     largest = len(np.concatenate(split_budget(y, max(budgets), seed, params.sweep)))  # too large: fails here
     shared = SeedRuns(params, seed, x, y, largest, source_weights)
@@ -93,12 +101,17 @@ class SeedRuns:
         self.seconds = 0.0
 
     def fresh_model(self, run: str) -> keras.Model:
-        """The run's starting point, seeded: a new model, with the transferred layers unless `run` is scratch."""
+        """The run's starting point, seeded: a new model (the same random init for every run of the seed), with
+        the transferred layers: all of transfer.layers, those of the first k conv blocks for depth<k>, none for
+        scratch and random_frozen."""
         make_deterministic(self.seed, self.params.base.deterministic)
         arch = self.params.model.model_copy(update={"bn_momentum": self.params.sweep.bn_momentum})
         model = build_model("mnist", arch, self.params.base.image_size, self.classes)
-        if run != "scratch":
-            transfer_by_name(model, self.source_weights, self.params.transfer.layers)
+        names = self.params.transfer.layers
+        if run.startswith("depth"):
+            names = block_layers(names, int(run.removeprefix("depth")))
+        if run not in UNTRANSFERRED:
+            transfer_by_name(model, self.source_weights, names)
         return model
 
     def trainer(self, name: str, model: keras.Model) -> Trainer:
@@ -110,18 +123,37 @@ class SeedRuns:
         fresh = self.fresh_model(run)
         if self.whole is None:
             self.whole = self.trainer("whole", fresh)
-        if run == "scratch":
+        if run == "scratch" or run.startswith("depth"):  # every layer trains from the first step
             record["selected"] = self.whole.fit_steps(data, steps, batch, self.seed, fresh)
             return self.whole
-        head_steps, finetune_steps = (steps, 0) if run == "frozen" else split_steps(steps, self.params.sweep)
+        head_steps, finetune_steps = (steps, 0) if run in HEAD_ONLY else split_steps(steps, self.params.sweep)
         record["head_steps"] = head_steps
         self.whole.load(fresh)  # the head's layers are the whole model's
-        head, features = self._head_features(data)
+        if run in HEAD_ONLY - {"frozen"}:
+            # the extractor's BatchNormalization statistics from this budget's training images (AdaBN)
+            adapt_batchnorm(self.whole.model, data.x_train, self.params.sweep.batch_size)
+            head, features = self._budget_features(data)
+        else:
+            head, features = self._head_features(data)
         record["selected"] = head.fit_steps(features, head_steps, batch, self.seed)
         if finetune_steps:
+            head_curve = record["selected"]["curve"]
             record["selected"] = self.whole.fit_steps(data, finetune_steps, batch, self.seed, first_step=head_steps)
             record["selected"]["best_step"] += head_steps
+            if head_curve:  # fine-tuning starts from the head's selected weights, already on the curve
+                record["selected"]["curve"] = head_curve + record["selected"]["curve"][1:]
         return self.whole
+
+    def _budget_features(self, data: Data) -> tuple[Trainer, Data]:
+        """The head's Trainer and `data`'s features from the model's extractor as it is now (adabn and
+        random_frozen: their extractors differ per point, so nothing is shared but the head's Trainer)."""
+        model, freeze = self.whole.model, self.params.transfer.freeze
+        set_trainable(model, freeze, False, "transfer.freeze")
+        head, features = cache_features(model, data, self.params.sweep.batch_size, "transfer.freeze")
+        set_trainable(model, freeze, True, "transfer.freeze")
+        if self.head is None:
+            self.head = self.trainer("head", head)
+        return self.head, features
 
     def _head_features(self, data: Data) -> tuple[Trainer, Data]:
         """The head's Trainer and `data`'s features (the first `len(data.x_val)` images of the seed's order are

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,17 @@ ACCURACY_PNG = "accuracy.png"
 def epochs_to_threshold(curve: list[dict], threshold: float) -> int | None:
     """First epoch whose validation accuracy reaches `threshold`; None if none does."""
     return next((row["epoch"] for row in curve if row["val_accuracy"] >= threshold), None)
+
+
+def mcnemar(actual: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
+    """McNemar's exact test of two models' predictions `a` and `b` on the same test images: only the images one
+    gets right and the other wrong count; under "equally accurate" each is a fair coin (two-sided binomial p)."""
+    only_a = int(((a == actual) & (b != actual)).sum())
+    only_b = int(((b == actual) & (a != actual)).sum())
+    n, k = only_a + only_b, min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1))  # exact integers: no SciPy, no underflow
+    p = min(1.0, 2 * tail / 2**n) if n else 1.0
+    return {"a_only_correct": only_a, "b_only_correct": only_b, "p_value": float(f"{p:.4g}")}
 
 
 def compare_metrics(

@@ -148,17 +148,61 @@ def summarize(values: list[float]) -> dict:
     }
 
 
+# Paired differences reported besides each run against scratch: what each control separates.
+PAIRS = (("transfer", "frozen"), ("adabn", "frozen"), ("adabn", "random_frozen"), ("transfer", "depth3"))
+
+
+def verdict(summary: dict, margin: float) -> str | None:
+    """A paired difference's 95 % interval: inside +-margin "equivalent", above 0 "higher", below 0 "lower",
+    else "inconclusive" (None without an interval). Inside the margin wins over excluding 0: a difference
+    smaller than the margin is one the margin calls too small to matter."""
+    low, high = summary["ci95_low"], summary["ci95_high"]
+    if low is None or high is None:
+        return None
+    if -margin <= low and high <= margin:
+        return "equivalent"
+    return "higher" if low > 0 else "lower" if high < 0 else "inconclusive"
+
+
+def first_reaching(curve: list | None, threshold: float) -> int | None:
+    """The first step of a [step, validation accuracy] curve at or above `threshold`; None if none is."""
+    return next((step for step, accuracy in curve or [] if accuracy >= threshold), None)
+
+
+def convergence(by_curve: dict, runs: list[str], cfg: Sweep) -> dict:
+    """Per run and budget: steps until validation accuracy reaches cfg.converge x scratch's best validation
+    accuracy (same labels and seed), summarised over the seeds that reach it, and paired against scratch."""
+    out: dict = {}
+    for budget in cfg.budgets:
+        if any(by_curve.get(("scratch", budget, s)) is None for s in cfg.seeds):
+            continue  # no validation images (one label per class): no curve
+        threshold = {s: cfg.converge * max(a for _, a in by_curve[("scratch", budget, s)]) for s in cfg.seeds}
+        steps = {run: {s: first_reaching(by_curve.get((run, budget, s)), threshold[s]) for s in cfg.seeds}
+                 for run in runs}
+        for run in runs:
+            reached = [v for v in steps[run].values() if v is not None]
+            row = {"reached": len(reached), "steps": summarize(reached) if reached else None}
+            if run != "scratch":
+                paired = [steps[run][s] - steps["scratch"][s] for s in cfg.seeds if steps[run][s] is not None]
+                row["minus_scratch"] = summarize(paired) if paired else None
+            out.setdefault(run, {})[str(budget)] = row
+    return out
+
+
 def aggregate(records: list[dict], cfg: Sweep) -> dict:
-    """data_efficiency.json: per run and budget the summary and per-seed test accuracies; paired gains.
+    """data_efficiency.json: per run and budget the summary and per-seed test accuracies; paired differences with
+    their verdict against sweep.margin; steps to converge; seconds per point.
 
     `intervals` says whether the summaries have 95 % intervals: with one seed they are means only, and `note`
     says so.
     """
     by_point = {(r["run"], r["budget"], r["seed"]): r["test_accuracy"] for r in records}
+    by_curve = {(r["run"], r["budget"], r["seed"]): r.get("selected", {}).get("curve") for r in records}
     runs = [run for run in SWEEP_RUNS if any(key[0] == run for key in by_point)]
     out: dict = {"budget_rule": {"steps": cfg.steps, "batch_size": cfg.batch_size, "min_epochs": cfg.min_epochs,
                                  "eval_every": cfg.eval_every, "head_fraction": cfg.head_fraction},
-                 "intervals": len(cfg.seeds) > 1, "per_class": cfg.per_class}
+                 "intervals": len(cfg.seeds) > 1, "per_class": cfg.per_class, "margin": cfg.margin,
+                 "runs": runs}
     if not out["intervals"]:
         out["note"] = (f"one seed ({cfg.seeds[0]}): means only, no spread or 95 % interval (std, ci95_low and "
                        "ci95_high are null); list more sweep.seeds for intervals")
@@ -168,18 +212,45 @@ def aggregate(records: list[dict], cfg: Sweep) -> dict:
             per_seed = {str(s): by_point[(run, budget, s)] for s in cfg.seeds}
             out[run][str(budget)] = summarize(list(per_seed.values())) | {"per_seed": per_seed}
     # Paired by seed: the same labelled images and the same seed on both sides.
-    for a, b in (("transfer", "scratch"), ("frozen", "scratch"), ("transfer", "frozen")):
+    for a, b in [(run, "scratch") for run in runs if run != "scratch"] + list(PAIRS):
         if a in runs and b in runs:
-            out[f"{a}_minus_{b}"] = {
-                str(budget): summarize([by_point[(a, budget, s)] - by_point[(b, budget, s)] for s in cfg.seeds])
-                for budget in cfg.budgets
-            }
+            out[f"{a}_minus_{b}"] = {}
+            for budget in cfg.budgets:
+                diff = summarize([by_point[(a, budget, s)] - by_point[(b, budget, s)] for s in cfg.seeds])
+                out[f"{a}_minus_{b}"][str(budget)] = diff | {"verdict": verdict(diff, cfg.margin)}
+    if "scratch" in runs:
+        out["convergence"] = {"converge": cfg.converge} | convergence(by_curve, runs, cfg)
     capped = {str(r["budget"]): r["labels_per_class"] for r in records
               if "labels_per_class" in r and r["labels_per_class"] != r["budget"]}
     if capped:  # budgets of labels per class above what the smallest class has
         out["capped"] = capped
+    out["seconds_per_point"] = {run: round(float(np.mean([r["seconds"] for r in records if r["run"] == run])), 2)
+                                for run in runs}
     out["train_seconds_total"] = round(sum(r["seconds"] for r in records), 1)
     return out
+
+
+def curve_rows(records: list[dict], runs: tuple[str, ...] = ("transfer", "scratch")) -> list[dict]:
+    """Validation accuracy against optimizer steps, mean over seeds with its 95 % interval, per run and budget."""
+    curves: dict = {}
+    for r in records:
+        if r["run"] in runs and r.get("selected", {}).get("curve"):
+            for step, accuracy in r["selected"]["curve"]:
+                curves.setdefault((r["budget"], r["run"], step), []).append(accuracy)
+    return [{"labels": budget, "run": run, "step": step} | {k: v for k, v in summarize(values).items() if k != "std"}
+            for (budget, run, step), values in sorted(curves.items())]
+
+
+def gain_rows(summary: dict) -> list[dict]:
+    """Long-format rows of every run's gain over scratch (labels, run, mean, 95 % interval, the equivalence band
+    and the verdict), for the DVC plot."""
+    margin = summary["margin"]
+    return [
+        {"labels": int(budget), "run": run, "mean": s["mean"], "ci95_low": s["ci95_low"], "ci95_high": s["ci95_high"],
+         "band_low": -margin, "band_high": margin, "verdict": s["verdict"]}
+        for run in summary["runs"] if f"{run}_minus_scratch" in summary
+        for budget, s in summary[f"{run}_minus_scratch"].items()
+    ]
 
 
 def plot_rows(summary: dict) -> list[dict]:
@@ -231,6 +302,75 @@ def plot_png(path: Path, summary: dict) -> None:
                  else "Data efficiency: one seed, means only (no intervals)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def plot_gain(path: Path, summary: dict, title: str) -> None:
+    """Every run's gain in test accuracy over scratch against labels (log x): mean over seeds with 95 % intervals,
+    a zero line and the equivalence band (sweep.margin)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tlpipe.io import atomic_path
+
+    rows = gain_rows(summary)
+    runs = [run for run in summary["runs"] if any(r["run"] == run for r in rows)]
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
+    margin = summary["margin"]
+    ax.axhspan(-margin, margin, color="grey", alpha=0.18, label=f"equivalence band, +-{margin * 100:g} points")
+    ax.axhline(0, color="black", linewidth=1)
+    for i, run in enumerate(runs):
+        mine = sorted((r for r in rows if r["run"] == run), key=lambda r: r["labels"])
+        x = np.array([r["labels"] for r in mine]) * 1.06 ** (i - (len(runs) - 1) / 2)  # side by side, not on top
+        mean = np.array([r["mean"] for r in mine])
+        if any(r["ci95_low"] is None for r in mine):
+            ax.plot(x, mean, marker="o", label=run, color=RUN_COLORS[run])
+            continue
+        err = [mean - np.array([r["ci95_low"] for r in mine]), np.array([r["ci95_high"] for r in mine]) - mean]
+        ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=run, color=RUN_COLORS[run])
+    ax.set_xscale("log")
+    ax.set_xlabel("labels per class" if summary.get("per_class") else
+                  "labelled training images (validation split included)")
+    ax.set_ylabel("test accuracy minus scratch's (same labels, same seed)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def plot_convergence(path: Path, rows: list[dict]) -> None:
+    """Validation accuracy against optimizer steps, one panel per budget, transfer and scratch (curve_rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tlpipe.io import atomic_path
+
+    budgets = sorted({r["labels"] for r in rows})
+    fig, axes = plt.subplots(1, max(1, len(budgets)), figsize=(2.6 * max(1, len(budgets)), 3.2), dpi=120,
+                             sharex=True, squeeze=False)
+    for ax, budget in zip(axes[0], budgets, strict=False):
+        for run in sorted({r["run"] for r in rows}):
+            mine = [r for r in rows if r["labels"] == budget and r["run"] == run]
+            steps = [r["step"] for r in mine]
+            ax.plot(steps, [r["mean"] for r in mine], marker=".", label=run, color=RUN_COLORS[run])
+            if all(r["ci95_low"] is not None for r in mine):
+                ax.fill_between(steps, [r["ci95_low"] for r in mine], [r["ci95_high"] for r in mine],
+                                color=RUN_COLORS[run], alpha=0.2)
+        ax.set_title(f"{budget} labels", fontsize=9)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation accuracy")
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

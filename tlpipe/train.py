@@ -310,8 +310,8 @@ class Trainer:
         messages.
 
         Model selection on the validation split only: the model ends with the weights of the best validation
-        accuracy seen, the starting weights included. Returns that accuracy and its step (with no validation
-        images, None and the last step).
+        accuracy seen, the starting weights included. Returns that accuracy, its step and the `curve` of
+        [step, validation accuracy] pairs from step 0 (with no validation images, None, the last step and no curve).
         """
         every = self.steps_per_execution
         if steps % every:
@@ -326,14 +326,15 @@ class Trainer:
             with deterministic_kernels():
                 self.model.fit(train(), epochs=steps // every, steps_per_epoch=every, shuffle=False, verbose=0,
                                callbacks=[finite])
-            return {"val_accuracy": None, "best_step": steps}
+            return {"val_accuracy": None, "best_step": steps, "curve": None}
         val = self._dataset(data.x_val, data.y_val, batch_size)
         start = float(self.model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
         best = BestWeights(start, every)
         with deterministic_kernels():
             self.model.fit(train(), validation_data=val, epochs=steps // every, steps_per_epoch=every, shuffle=False,
                            verbose=0, callbacks=[finite, best])
-        return {"val_accuracy": round(best.best_accuracy, 6), "best_step": best.best_step}
+        curve = [[first_step + step, round(accuracy, 6)] for step, accuracy in best.curve]
+        return {"val_accuracy": round(best.best_accuracy, 6), "best_step": best.best_step, "curve": curve}
 
 
 class FiniteLoss(keras.callbacks.Callback):
@@ -357,7 +358,7 @@ class FiniteLoss(keras.callbacks.Callback):
 class BestWeights(keras.callbacks.Callback):
     """Remember the weights with the best validation accuracy (ties: the later one) and restore them at the end.
 
-    The starting weights are a candidate too, with `start_accuracy`.
+    The starting weights are a candidate too, with `start_accuracy`. `curve` keeps every (step, accuracy).
     """
 
     def __init__(self, start_accuracy: float, steps_per_round: int):
@@ -366,12 +367,14 @@ class BestWeights(keras.callbacks.Callback):
         self.best_accuracy = start_accuracy
         self.best_step = 0
         self.best_weights = None
+        self.curve = [(0, start_accuracy)]
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.best_weights = self.model.get_weights()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         accuracy = float(logs["val_accuracy"])
+        self.curve.append(((epoch + 1) * self.steps_per_round, accuracy))
         if accuracy >= self.best_accuracy:
             self.best_accuracy, self.best_step = accuracy, (epoch + 1) * self.steps_per_round
             self.best_weights = self.model.get_weights()

@@ -9,6 +9,7 @@ models for use outside the pipeline are the `export` stage's `.keras` files.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -135,3 +136,38 @@ def trainable_count(model: keras.Model) -> int:
 def batchnorm_layers(model: keras.Model) -> list[str]:
     """Names of the model's BatchNormalization layers (selected by role, not position)."""
     return [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def block_layers(names: list[str], depth: int) -> list[str]:
+    """The layers of `names` in the first `depth` conv blocks (conv1, bn1, ... conv<depth>, bn<depth>, selected by
+    the block number that ends their names): what the sweep's depth runs transfer (Yosinski et al. 2014)."""
+    if f"conv{depth}" not in names:
+        raise PipelineError(f"params.yaml: the sweep run depth{depth} transfers conv1 to conv{depth}, but "
+                            f"transfer.layers has no conv{depth}")
+    return [n for n in names if (block := re.fullmatch(r"\D+(\d+)", n)) and int(block[1]) <= depth]
+
+
+def adapt_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int) -> list[str]:
+    """AdaBN (Li et al. 2016): set each BatchNormalization's moving mean and variance to those of its inputs over
+    `images`, layer by layer in order (each sees the layers before it already adapted); no weight changes.
+
+    Returns the names of the adapted layers.
+    """
+    import tensorflow as tf
+
+    names = batchnorm_layers(model)
+    x = images.reshape(len(images), *model.input.shape[1:])
+    for name in names:
+        layer = model.get_layer(name)
+        inputs = keras.Model(model.input, layer.input)
+        run = tf.function(lambda batch, inputs=inputs: inputs(batch, training=False))
+        total = total_sq = 0.0
+        for i in range(0, len(x), batch_size):
+            out = run(tf.constant(x[i : i + batch_size], tf.float32)).numpy().astype(np.float64)
+            out = out.reshape(-1, out.shape[-1])  # per channel, over images and positions
+            total, total_sq = total + out.sum(axis=0), total_sq + (out**2).sum(axis=0)
+        n = len(x) * int(np.prod(layer.input.shape[1:-1]))
+        mean = total / n
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(np.maximum(total_sq / n - mean**2, 0.0).astype(np.float32))
+    return names
