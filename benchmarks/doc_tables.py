@@ -260,6 +260,110 @@ def render_sweep_findings(efficiency: dict) -> str:
     return "\n".join(f"- **{name}** is {significance(efficiency[key])}." for key, name in DIFFERENCES.items())
 
 
+# --- the study: controls, verdicts, convergence ----------------------------------------------------------------
+
+STUDY_PAIRS = {"transfer_minus_frozen": "transfer − frozen: what fine-tuning adds",
+               "adabn_minus_frozen": "adabn − frozen: the target's BatchNorm statistics",
+               "adabn_minus_random_frozen": "adabn − random_frozen: the source's learned features",
+               "transfer_minus_depth3": "transfer − depth3: the head trained first"}
+
+
+def verdicts(difference: dict[str, dict], unit: str = "labels") -> str:
+    """A paired difference's verdicts (sweep.margin), grouped: `equivalent at 1,000 and 3,000 labels; ...`."""
+    groups: dict[str, list[str]] = {}
+    for budget in sorted(difference, key=int):
+        groups.setdefault(difference[budget].get("verdict") or "no interval", []).append(labels(budget))
+    return "; ".join(f"{verdict} at {listing(budgets)}" + (f" {unit}" if unit else "")
+                     for verdict, budgets in groups.items())
+
+
+def budget_unit(report: dict) -> str:
+    return "labels per class" if report.get("per_class") else "labels"
+
+
+def render_gains(report: dict, source: str) -> str:
+    """Every run minus scratch, per budget: paired mean, 95 % interval and verdict against the margin."""
+    budgets = sorted(report["scratch"], key=int)
+    unit = "per class" if report.get("per_class") else "labels"
+    lines = [row(["run − scratch", *[f"{labels(b)} {unit}" for b in budgets]]), row(["---"] * (len(budgets) + 1))]
+    for run in report["runs"]:
+        if f"{run}_minus_scratch" in report:
+            diff = report[f"{run}_minus_scratch"]
+            lines.append(row([f"`{run}`", *[f"{interval(diff[b], signed=True)} {diff[b]['verdict'] or ''}".strip()
+                                            for b in budgets]]))
+    seeds = max(s["n"] for s in report["scratch"].values())
+    more = (f"; {seeds} seeds, paired 95 % t-intervals, verdicts against ±{report['margin'] * 100:g} points")
+    return "\n".join([*lines, "", measured(machine_name(report, ""), report.get("date"), source, more)])
+
+
+def render_study_pairs(report: dict) -> str:
+    """The paired differences that separate the causes, per budget."""
+    budgets = sorted(report["scratch"], key=int)
+    lines = [row(["difference", *[labels(b) for b in budgets]]), row(["---"] * (len(budgets) + 1))]
+    for key, name in STUDY_PAIRS.items():
+        if key in report:
+            lines.append(row([name, *[f"{interval(report[key][b], signed=True)} {report[key][b]['verdict'] or ''}"
+                                      .strip() for b in budgets]]))
+    return "\n".join(lines)
+
+
+def render_convergence(report: dict, source: str) -> str:
+    """Steps until validation accuracy reaches sweep.converge of scratch's best, transfer against scratch."""
+    conv = report["convergence"]
+    lines = [row(["labels", "scratch: steps", "transfer: steps", "transfer − scratch (paired)"]),
+             "|---:|---|---|---|"]
+
+    def count(stats: dict | None, signed: bool = False) -> str:  # steps: whole numbers
+        if stats is None:
+            return "never"
+        spec = "+.0f" if signed else ".0f"
+        bounds = ("" if stats["ci95_low"] is None else
+                  f" [{format(stats['ci95_low'], spec)}, {format(stats['ci95_high'], spec)}]")
+        return format(stats["mean"], spec) + bounds
+
+    for budget in sorted(conv.get("scratch", {}), key=int):
+        t, s = conv["transfer"][budget], conv["scratch"][budget]
+        lines.append(row([labels(budget), f"{count(s['steps'])} ({s['reached']})",
+                          f"{count(t['steps'])} ({t['reached']})", count(t["minus_scratch"], signed=True)]))
+    per_point = report["seconds_per_point"]
+    more = (f"; steps to {conv['converge'] * 100:g} % of scratch's best validation accuracy, mean over the seeds that "
+            f"reach it (how many in brackets), every {report['budget_rule']['eval_every']} steps")
+    return "\n".join([*lines, "", measured(machine_name(report, ""), report.get("date"), source, more), "",
+                      f"Pretraining took {report['pretrain_seconds']:.0f} s of training; one sweep point "
+                      f"{per_point['transfer']:.1f} s for transfer and {per_point['scratch']:.1f} s for scratch "
+                      f"(means over the budgets)."])
+
+
+def render_mcnemar(compare: dict) -> str:
+    test = compare["mcnemar"]
+    return (f"On all of MNIST, transfer gets {test['transfer_only_correct']} test images right that scratch gets "
+            f"wrong, and scratch {test['scratch_only_correct']} that transfer gets wrong: McNemar's exact test gives "
+            f"p = {test['p_value']:.3g} (`metrics/compare.json`).")
+
+
+def render_study_answer(study: dict, fonts: dict, compare: dict) -> str:
+    """The README's answer to "does transfer help, and why", both pairs side by side."""
+    def line(report: dict, pair: str) -> str:
+        b = sorted(report["scratch"], key=int)
+        seeds = max(s["n"] for s in report["scratch"].values())
+        return (f"| {pair} | {labels(b[0])} to {labels(b[-1])} {budget_unit(report)}, {seeds} seeds | "
+                f"{verdicts(report['transfer_minus_scratch'], '')} | {verdicts(report['frozen_minus_scratch'], '')} |")
+
+    return "\n".join([
+        "| source → target | labels | transfer − scratch | frozen − scratch |", "|---|---|---|---|",
+        line(study, "Fashion-MNIST → MNIST"), line(fonts, "MNIST → font digits"), "",
+        f"Verdicts of the paired 95 % intervals against ±{study['margin'] * 100:g} points of test accuracy "
+        "(`metrics/study.json`, `benchmarks/font_pair.json`). " + render_mcnemar(compare)])
+
+
+def render_study_figure(study: dict, fonts: dict) -> str:
+    return ("![Gain over scratch against labels, Fashion-MNIST features on MNIST: every run and control, 95 % "
+            "intervals, equivalence band](metrics/study/gain.png)\n"
+            "![The same for MNIST features on font digits](docs/font_pair_gain.png)\n\n"
+            + measured(machine_name(study, ""), study.get("date"), "metrics/study.json") + " "
+            + measured(machine_name(fonts, ""), fonts.get("date"), "benchmarks/font_pair.json"))
+
+
 # --- timings ---------------------------------------------------------------------------------------------------
 
 
@@ -513,6 +617,19 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "few_labels": lambda root: render_few_labels(load_json(root, "benchmarks/few_labels.json")
                                                  | {"source": "benchmarks/few_labels.json"}),
     "few_labels_answer": lambda root: render_few_labels_answer(load_json(root, "benchmarks/few_labels_report.json")),
+    "study_answer": lambda root: render_study_answer(load_json(root, "metrics/study.json"),
+                                                     load_json(root, "benchmarks/font_pair.json"),
+                                                     load_json(root, "metrics/compare.json")),
+    "study_figure": lambda root: render_study_figure(load_json(root, "metrics/study.json"),
+                                                     load_json(root, "benchmarks/font_pair.json")),
+    "study": lambda root: render_gains(load_json(root, "metrics/study.json"), "metrics/study.json"),
+    "study_pairs": lambda root: render_study_pairs(load_json(root, "metrics/study.json")),
+    "convergence": lambda root: render_convergence(load_json(root, "metrics/study.json"), "metrics/study.json"),
+    "font_pair": lambda root: render_gains(load_json(root, "benchmarks/font_pair.json"), "benchmarks/font_pair.json"),
+    "font_pair_pairs": lambda root: render_study_pairs(load_json(root, "benchmarks/font_pair.json")),
+    "study_times": lambda root: render_times({name: t for name, t in load_json(root, "benchmarks/repro_times.json")
+                                              .items() if name in ("make repro", "make study")}),
+    "mcnemar": lambda root: render_mcnemar(load_json(root, "metrics/compare.json")),
     "few_labels_report": lambda root: render_few_labels(load_json(root, "benchmarks/few_labels_report.json")
                                                         | {"source": "benchmarks/few_labels_report.json"}),
 }

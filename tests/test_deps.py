@@ -111,7 +111,10 @@ def dep_problems(name: str, stage: dict, root: Path = ROOT) -> list[str]:
     return problems
 
 
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+# Both pipelines: the study's stages run from the repository root (wdir: ..), so their paths are the same.
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"] | {
+    f"study/dvc.yaml:{name}": stage
+    for name, stage in yaml.safe_load((ROOT / "study/dvc.yaml").read_text(encoding="utf-8"))["stages"].items()}
 
 
 @pytest.mark.parametrize("name", list(STAGES))

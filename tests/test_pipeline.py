@@ -20,7 +20,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.support import copy_tiny_project, set_param
+from tests.support import ROOT, copy_tiny_project, set_param
 
 WEIGHTS = ["source", "frozen_head", "finetune", "scratch"]
 
@@ -110,6 +110,7 @@ def test_status_clean_and_plots_render(repo, tmp_path):
     assert "confusion" in page
     assert '"domain": ["transfer", "frozen", "scratch"]' in page  # one colour per run (.dvc/plots/runs.json)
     assert '"errorbar"' in page and "labels, sweep.budgets" in page  # the sweep's plot, through its custom template
+    assert '"field": "band_low"' in page  # the gain over scratch with its equivalence band (.dvc/plots/gain.json)
     assert "../node_modules/vega/build/vega.min.js" in page and "cdn.jsdelivr" not in page  # renders offline
 
 
@@ -376,3 +377,29 @@ def test_queued_experiments_run_on_two_workers(repo, tmp_path):
     # each ran only what its change touches: scratch's numbers are the baseline's
     baseline = json.loads((root / "metrics/compare.json").read_text())
     assert shown["lr-1e-3"]["metrics"]["scratch"] == {k: v for k, v in baseline["scratch"].items() if v is not None}
+
+
+def test_study_pipeline_adds_the_controls_to_the_sweeps_points(repo):
+    """`dvc repro study/dvc.yaml` trains only the controls (the main sweep is up to date) and reports every run."""
+    import shutil
+
+    root, env = repo
+    shutil.copytree(ROOT / "study", root / "study")
+    try:
+        out = sh(root, "dvc", "repro", "study/dvc.yaml", env=env).stdout
+        ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+        assert ran == {"study/dvc.yaml:controls@0", "study/dvc.yaml:controls@1", "study/dvc.yaml:study"}
+        controls = ("adabn", "random_frozen", "depth1", "depth2", "depth3")
+        assert {p.name for p in (root / "metrics/controls").rglob("*.json")} == {
+            f"{run}-{budget}-{seed}.json" for run in controls for budget in (20, 60) for seed in (0, 1)}
+        study = json.loads((root / "metrics/study.json").read_text())
+        assert study["runs"] == ["transfer", "frozen", "scratch", *controls]
+        assert study["transfer"] == json.loads((root / "metrics/data_efficiency.json").read_text())["transfer"]
+        for run in set(study["runs"]) - {"scratch"}:  # two seeds: every difference has an interval
+            assert study[f"{run}_minus_scratch"]["60"]["verdict"] in ("equivalent", "higher", "lower", "inconclusive")
+        assert {r["run"] for r in read_csv(root / "metrics/study/gain.csv")} == set(study["runs"]) - {"scratch"}
+        assert (root / "metrics/study/gain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        status = sh(root, "dvc", "status", "study/dvc.yaml", env=env).stdout
+        assert "up to date" in status, status
+    finally:
+        shutil.rmtree(root / "study")

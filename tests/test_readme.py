@@ -17,9 +17,12 @@ from benchmarks import doc_tables as dt
 
 ROOT = Path(__file__).resolve().parents[1]
 # The tables each document must mark (the README's answer and results, the docs' depth).
-REQUIRED = {"README.md": {"answer", "results", "times", "sweep_figure", "own_answer", "few_labels_answer"},
+REQUIRED = {"README.md": {"study_answer", "results", "times", "study_figure", "few_labels_answer"},
             "docs/own-images.md": {"few_labels", "few_labels_report", "own_images", "own_answer"},
-            "docs/data-efficiency.md": {"budget_rule", "bn_momentum", "sweep", "sweep_paired", "sweep_findings"},
+            "docs/data-efficiency.md": {"answer", "sweep_figure", "budget_rule", "bn_momentum", "sweep", "sweep_paired",
+                                        "sweep_findings"},
+            "docs/study.md": {"study", "study_pairs", "mcnemar", "convergence", "font_pair", "font_pair_pairs",
+                              "study_times"},
             "docs/performance.md": {"performance", "targets"}, "docs/recipe.md": {"recipes"},
             "docs/history.md": {"history", "experiments"}}
 
@@ -311,3 +314,10 @@ def test_the_renderer_needs_only_the_standard_library():
     result = subprocess.run([sys.executable, "-S", "-I", str(ROOT / "benchmarks" / "doc_tables.py"), "--help"],
                             capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
+
+
+def test_verdicts_group_the_budgets_by_what_their_intervals_say():
+    difference = {"1000": {"verdict": "equivalent"}, "100": {"verdict": "inconclusive"},
+                  "60000": {"verdict": "equivalent"}, "300": {"verdict": None}}
+    assert dt.verdicts(difference) == ("inconclusive at 100 labels; no interval at 300 labels; "
+                                       "equivalent at 1,000 and 60,000 labels")
