@@ -221,9 +221,10 @@ def sweep_caption(efficiency: dict) -> str:
 
 
 def render_sweep_figure(efficiency: dict) -> str:
-    """The sweep's committed figure (the data_efficiency stage draws it with the JSON), and where and when."""
+    """The sweep's committed figure (the data_efficiency stage draws it with the JSON), and where and when; for
+    docs/data-efficiency.md, so the path goes up a folder."""
     return ("![MNIST test accuracy against labelled images: transfer, frozen and scratch, 95 % intervals]"
-            "(metrics/data_efficiency/accuracy.png)\n\n" + sweep_caption(efficiency))
+            "(../metrics/data_efficiency/accuracy.png)\n\n" + sweep_caption(efficiency))
 
 
 def render_sweep(efficiency: dict) -> str:
@@ -324,7 +325,8 @@ def render_convergence(report: dict, source: str) -> str:
     for budget in sorted(conv.get("scratch", {}), key=int):
         t, s = conv["transfer"][budget], conv["scratch"][budget]
         lines.append(row([labels(budget), f"{count(s['steps'])} ({s['reached']})",
-                          f"{count(t['steps'])} ({t['reached']})", count(t["minus_scratch"], signed=True)]))
+                          f"{count(t['steps'])} ({t['reached']})",
+                          "not every seed" if t["minus_scratch"] is None else count(t["minus_scratch"], signed=True)]))
     per_point = report["seconds_per_point"]
     more = (f"; steps to {conv['converge'] * 100:g} % of scratch's best validation accuracy, mean over the seeds that "
             f"reach it (how many in brackets), every {report['budget_rule']['eval_every']} steps")
@@ -639,7 +641,10 @@ def render(name: str, root: Path = ROOT) -> str:
     """Table `name` from the files under `root`; MissingSource if one is missing, KeyError if `name` is unknown."""
     if name not in TABLES:
         raise KeyError(f"unknown table {name!r} (known: {', '.join(TABLES)})")
-    return TABLES[name](root)
+    try:
+        return TABLES[name](root)
+    except KeyError as e:  # a results file from before the key existed: as good as missing, not an unknown table
+        raise MissingSource(f"the key {e.args[0]!r} of table {name}'s source") from None
 
 
 # --- markers in a document -----------------------------------------------------------------------------------------

@@ -143,7 +143,8 @@ def run_interleaved(ref_work: Path, proj_work: Path, data: Path, env: dict, over
 
 
 def noop_repro_seconds(env: dict) -> float | None:
-    status = subprocess.run(["dvc", "status", "--quiet"], cwd=ROOT, env=env, capture_output=True)
+    # the main pipeline's: `dvc status` alone would also list the study's stages (study/dvc.yaml)
+    status = subprocess.run(["dvc", "status", "--quiet", "dvc.yaml"], cwd=ROOT, env=env, capture_output=True)
     if status.returncode != 0:
         print("dvc status is not clean: no-op repro not measured", file=sys.stderr)
         return None

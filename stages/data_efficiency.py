@@ -35,7 +35,8 @@ def read_record(folders: list[Path], run_name: str, budget: int, seed: int) -> d
     paths = [point_path(folder, run_name, budget, seed) for folder in folders]
     path = next((p for p in paths if p.exists()), None)
     if path is None:
-        raise PipelineError(f"{paths[-1]}: sweep point is missing; run `dvc repro` to compute it")
+        raise PipelineError(f"{' or '.join(str(p) for p in paths)}: sweep point is missing; run `dvc repro` (the "
+                            "study's: `make study`) to compute it")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:

@@ -59,7 +59,10 @@ def test_steps_to_converge_are_paired_with_scratch(cfg_two_seeds):
     assert out["scratch"]["20"]["reached"] == 2 and out["scratch"]["20"]["steps"]["mean"] == 3
     transfer = out["transfer"]["20"]
     assert transfer["reached"] == 1 and transfer["steps"]["mean"] == 2
-    assert transfer["minus_scratch"]["n"] == 1 and transfer["minus_scratch"]["mean"] == -2
+    assert transfer["minus_scratch"] is None  # not paired over the one seed that gets there: it is the fast one
+    curves[("transfer", 20, 1)] = [[0, 0.5], [2, 0.9], [4, 0.99]]
+    paired = convergence(curves, ["transfer", "scratch"], cfg)["transfer"]["20"]["minus_scratch"]
+    assert paired["n"] == 2 and paired["mean"] == 0  # seed 0: 2 - 4, seed 1: 4 - 2
 
 
 @pytest.fixture
@@ -99,8 +102,10 @@ def test_mcnemar_counts_only_disagreements_and_gives_the_exact_p():
     assert test["p_value"] == pytest.approx(2 * (1 + 10) / 2**10, rel=1e-3)  # two-sided binomial, n=10, k<=1
     assert mcnemar(actual, b, a)["p_value"] == test["p_value"]
     assert mcnemar(actual, a, a)["p_value"] == 1.0
-    big = mcnemar(np.zeros(3000, int), np.r_[np.zeros(1500, int), np.ones(1500, int)], np.ones(3000, int))
-    assert big["a_only_correct"] == 1500 and big["p_value"] < 1e-300  # exact integers: no overflow
+    # 150 against 50: far from a fair coin, p about 1e-12, from exact integers (2**200 overflows a float)
+    big = mcnemar(np.zeros(200, int), np.r_[np.zeros(150, int), np.ones(50, int)], np.r_[np.ones(150, int),
+                                                                                          np.zeros(50, int)])
+    assert (big["a_only_correct"], big["b_only_correct"]) == (150, 50) and 0 < big["p_value"] < 1e-9
 
 
 def test_depth_runs_transfer_the_first_blocks_only():
@@ -115,29 +120,35 @@ def test_adabn_sets_each_layers_statistics_from_its_inputs_in_order(params):
     keras.utils.set_random_seed(0)
     model = build_model("mnist", params.model, params.base.image_size)
     kernels = [w.numpy().copy() for w in model.trainable_weights]
-    images = np.random.default_rng(0).integers(0, 256, (37, 28, 28), dtype=np.uint8)
-    assert adapt_batchnorm(model, images, batch_size=8) == ["bn1", "bn2", "bn3"]
+    # 3 images in batches of 2: bn3 averages 3 x 7 x 7 = 147 values, where the unbiased variance would be 0.7 % off
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    assert adapt_batchnorm(model, images, batch_size=2) == ["bn1", "bn2", "bn3"]
     x = images[..., None].astype(np.float32)
     for name in ("bn1", "bn2", "bn3"):  # each layer's input, with the layers before it already adapted
         inputs = keras.Model(model.input, model.get_layer(name).input)(x, training=False).numpy()
-        flat = inputs.reshape(-1, inputs.shape[-1])
-        np.testing.assert_allclose(model.get_layer(name).moving_mean.numpy(), flat.mean(0), rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(model.get_layer(name).moving_variance.numpy(), flat.var(0), rtol=1e-3, atol=1e-5)
+        flat = inputs.reshape(-1, inputs.shape[-1]).astype(np.float64)
+        np.testing.assert_allclose(model.get_layer(name).moving_mean.numpy(), flat.mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(model.get_layer(name).moving_variance.numpy(), flat.var(0), rtol=1e-4)
     for before, after in zip(kernels, model.trainable_weights, strict=True):  # no weight changes
         np.testing.assert_array_equal(before, after.numpy())
+
+
+def source_file(params, path):
+    """Pretrained weights whose BatchNormalization layers are unlike a new model's, so that a copy shows."""
+    keras.utils.set_random_seed(3)
+    trained = build_model("fashion", params.model, params.base.image_size)
+    rng = np.random.default_rng(0)
+    for name in ("bn1", "bn2", "bn3"):
+        layer = trained.get_layer(name)
+        layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) for w in layer.get_weights()])
+    save_weights(trained, path)
+    return path
 
 
 def test_controls_start_from_what_their_names_say(params, tmp_path):
     from tlpipe.points import SeedRuns
 
-    keras.utils.set_random_seed(3)
-    source = tmp_path / "source.named.h5"
-    trained = build_model("fashion", params.model, params.base.image_size)
-    rng = np.random.default_rng(0)
-    for name in ("bn1", "bn2", "bn3"):  # unlike a new model's: a copied BatchNormalization shows
-        layer = trained.get_layer(name)
-        layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) for w in layer.get_weights()])
-    save_weights(trained, source)
+    source = source_file(params, tmp_path / "source.named.h5")
     stored = read_weights(source)
     labels = np.repeat(np.arange(10), 4)
     runs = SeedRuns(params, 0, np.zeros((40, 28, 28), np.uint8), labels, 40, source)
@@ -153,3 +164,33 @@ def test_controls_start_from_what_their_names_say(params, tmp_path):
     depth2 = runs.fresh_model("depth2")
     assert [layer for layer in EXTRACTOR if same(depth2, layer)] == ["conv1", "bn1", "conv2", "bn2"]
     assert all(same(runs.fresh_model(run), layer) for run in ("adabn", "depth3") for layer in EXTRACTOR)
+
+
+def test_adabn_and_random_frozen_train_the_head_alone_on_the_budgets_statistics(params, tmp_path):
+    from tlpipe.data import Data
+    from tlpipe.points import SeedRuns
+    from tlpipe.sweep import budget_rule, split_budget
+
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8), np.repeat(np.arange(10), 6)
+    runs = SeedRuns(params, 0, x, y, 60, source_file(params, tmp_path / "source.named.h5"))
+    train, val = split_budget(y, 60, 0, params.sweep)
+    data = Data(x[train], y[train], x[val], y[val])
+    batch, steps = budget_rule(len(train), params.sweep)
+    for run in ("adabn", "random_frozen"):
+        record = {}
+        trained = runs.train(run, data, batch, steps, record).model
+        assert record["head_steps"] == steps
+        expected = runs.fresh_model(run)  # the run's start, adapted here with another batch size
+        adapt_batchnorm(expected, data.x_train, 7)
+        for layer in EXTRACTOR:  # the extractor: the start's weights, the budget's training images' statistics
+            for a, b in zip(trained.get_layer(layer).get_weights(), expected.get_layer(layer).get_weights(),
+                            strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"{run}: {layer}")
+        assert not np.array_equal(trained.get_layer("mnist_out").get_weights()[0],
+                                  expected.get_layer("mnist_out").get_weights()[0]), run  # the head trained
+    record = {}
+    trained = runs.train("depth1", data, batch, steps, record).model
+    assert "head_steps" not in record  # every layer from the first step
+    start = runs.fresh_model("depth1")
+    assert not np.array_equal(trained.get_layer("conv1").get_weights()[0], start.get_layer("conv1").get_weights()[0])

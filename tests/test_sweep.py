@@ -155,7 +155,7 @@ def test_data_efficiency_names_a_missing_point(tmp_path, params_file):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: data_efficiency: points/seed-0/transfer-20-0.json: sweep point is missing; "
-        "run `dvc repro` to compute it"
+        "run `dvc repro` (the study's: `make study`) to compute it"
     ]
     assert not (tmp_path / "out.json").exists() and not (tmp_path / "plots").exists()
 

@@ -25,6 +25,7 @@ logging.getLogger("tensorflow").addFilter(lambda record: "triggered tf.function 
 
 UNTRANSFERRED = {"scratch", "random_frozen"}  # start from the random init alone
 HEAD_ONLY = {"frozen", "adabn", "random_frozen"}  # train the head on a frozen extractor for every step
+SHARE_FEATURES = {"transfer", "frozen"}  # the same frozen extractor at every budget: its features are computed once
 
 
 def run_points(
@@ -54,7 +55,7 @@ def run_points(
         batch, steps = budget_rule(len(train), params.sweep)
         shared.seconds += time.perf_counter() - started
         for run in runs:
-            started, shared_before = time.perf_counter(), shared.seconds
+            started, shared_before = time.perf_counter(), shared.seconds + shared.feature_seconds
             record = {"run": run, "budget": budget, "seed": seed, "n_train": len(train), "n_val": len(val),
                       "batch_size": batch, "steps": steps}
             if params.sweep.per_class:
@@ -66,11 +67,14 @@ def run_points(
             record["test_accuracy"] = evaluate(whole.tester, arrays["x_test"], arrays["y_test"], 512)["test_accuracy"]
             record["devices"] = training_devices(whole.model)
             record["date"] = utc_date()
-            # this point's own time: the shared work it did (the features) is counted once, below, for all
-            record["seconds"] = time.perf_counter() - started - (shared.seconds - shared_before)
+            # this point's own time: the shared work it did is counted once, below
+            record["seconds"] = (time.perf_counter() - started
+                                 - (shared.seconds + shared.feature_seconds - shared_before))
             records.append(record)
-    for record in records:  # the shared work, in equal parts
-        record["seconds"] = round(record["seconds"] + shared.seconds / len(records), 2)
+    users = [record for record in records if record["run"] in SHARE_FEATURES]
+    for record in records:  # the shared work in equal parts: the splits among all, the features among their users
+        features = shared.feature_seconds / len(users) if record["run"] in SHARE_FEATURES else 0.0
+        record["seconds"] = round(record["seconds"] + shared.seconds / len(records) + features, 2)
     return records
 
 
@@ -81,7 +85,8 @@ class SeedRuns:
     - the features of the seed's labelled order up to the largest budget: every budget's split is a prefix of
       that order (split_budget), and every transferred model has the same frozen extractor, so a budget's
       features are slices of them;
-    - `seconds`: the time of that shared work, split among the points at the end.
+    - `seconds` and `feature_seconds`: the time of that shared work, split at the end among the points and
+      among the points that used the features.
 
     Every dataset gathers from the arrays in place: make_dataset's TensorFlow copy would copy a budget's
     features again for each run.
@@ -98,7 +103,7 @@ class SeedRuns:
         self.whole: Trainer | None = None
         self.head: Trainer | None = None
         self.features: Data | None = None
-        self.seconds = 0.0
+        self.seconds = self.feature_seconds = 0.0
 
     def fresh_model(self, run: str) -> keras.Model:
         """The run's starting point, seeded: a new model (the same random init for every run of the seed), with
@@ -140,20 +145,26 @@ class SeedRuns:
             head_curve = record["selected"]["curve"]
             record["selected"] = self.whole.fit_steps(data, finetune_steps, batch, self.seed, first_step=head_steps)
             record["selected"]["best_step"] += head_steps
-            if head_curve:  # fine-tuning starts from the head's selected weights, already on the curve
-                record["selected"]["curve"] = head_curve + record["selected"]["curve"][1:]
+            if head_curve:  # fine-tuning goes on from the head's selected weights, its curve's first point
+                record["selected"]["curve"] = head_curve[:-1] + record["selected"]["curve"]
         return self.whole
 
     def _budget_features(self, data: Data) -> tuple[Trainer, Data]:
         """The head's Trainer and `data`'s features from the model's extractor as it is now (adabn and
         random_frozen: their extractors differ per point, so nothing is shared but the head's Trainer)."""
+        head, features = self._features(data)
+        if self.head is None:
+            self.head = self.trainer("head", head)
+        return self.head, features
+
+    def _features(self, data: Data) -> tuple[keras.Model, Data]:
+        """cache_features of the whole model as it is now, its extractor frozen for the features only: the whole
+        model stays trainable, as its train function was traced."""
         model, freeze = self.whole.model, self.params.transfer.freeze
         set_trainable(model, freeze, False, "transfer.freeze")
         head, features = cache_features(model, data, self.params.sweep.batch_size, "transfer.freeze")
         set_trainable(model, freeze, True, "transfer.freeze")
-        if self.head is None:
-            self.head = self.trainer("head", head)
-        return self.head, features
+        return head, features
 
     def _head_features(self, data: Data) -> tuple[Trainer, Data]:
         """The head's Trainer and `data`'s features (the first `len(data.x_val)` images of the seed's order are
@@ -162,13 +173,10 @@ class SeedRuns:
             started = time.perf_counter()
             order = labelled_order(self.labels, self.seed)[: self.largest]
             ordered = Data(self.images[order], self.labels[order], data.x_val[:0], data.y_val[:0])
-            model, freeze = self.whole.model, self.params.transfer.freeze
-            # frozen for the features only: the whole model stays trainable, as its train function was traced
-            set_trainable(model, freeze, False, "transfer.freeze")
-            head, self.features = cache_features(model, ordered, self.params.sweep.batch_size, "transfer.freeze")
-            set_trainable(model, freeze, True, "transfer.freeze")
-            self.head = self.trainer("head", head)
-            self.seconds += time.perf_counter() - started
+            head, self.features = self._features(ordered)
+            if self.head is None:
+                self.head = self.trainer("head", head)
+            self.feature_seconds += time.perf_counter() - started
         n_val, n = len(data.x_val), len(data.x_val) + len(data.x_train)
         features = self.features
         return self.head, Data(features.x_train[n_val:n], data.y_train, features.x_train[:n_val], data.y_val)

@@ -28,7 +28,7 @@ def mcnemar(actual: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
     only_a = int(((a == actual) & (b != actual)).sum())
     only_b = int(((b == actual) & (a != actual)).sum())
     n, k = only_a + only_b, min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1))  # exact integers: no SciPy, no underflow
+    tail = sum(math.comb(n, i) for i in range(k + 1))  # exact integers (no SciPy): one rounding, at the end
     p = min(1.0, 2 * tail / 2**n) if n else 1.0
     return {"a_only_correct": only_a, "b_only_correct": only_b, "p_value": float(f"{p:.4g}")}
 

@@ -171,7 +171,9 @@ def first_reaching(curve: list | None, threshold: float) -> int | None:
 
 def convergence(by_curve: dict, runs: list[str], cfg: Sweep) -> dict:
     """Per run and budget: steps until validation accuracy reaches cfg.converge x scratch's best validation
-    accuracy (same labels and seed), summarised over the seeds that reach it, and paired against scratch."""
+    accuracy (same labels and seed). `reached` counts the seeds that get there, `steps` summarises theirs, and
+    `minus_scratch` pairs them with scratch's only when every seed gets there (else None: the seeds that never do
+    would be left out of the mean, and they are the slow ones)."""
     out: dict = {}
     for budget in cfg.budgets:
         if any(by_curve.get(("scratch", budget, s)) is None for s in cfg.seeds):
@@ -183,8 +185,9 @@ def convergence(by_curve: dict, runs: list[str], cfg: Sweep) -> dict:
             reached = [v for v in steps[run].values() if v is not None]
             row = {"reached": len(reached), "steps": summarize(reached) if reached else None}
             if run != "scratch":
-                paired = [steps[run][s] - steps["scratch"][s] for s in cfg.seeds if steps[run][s] is not None]
-                row["minus_scratch"] = summarize(paired) if paired else None
+                every = len(reached) == len(cfg.seeds)  # scratch always reaches its own threshold
+                row["minus_scratch"] = (summarize([steps[run][s] - steps["scratch"][s] for s in cfg.seeds])
+                                        if every else None)
             out.setdefault(run, {})[str(budget)] = row
     return out
 
