@@ -213,7 +213,16 @@ def render_answer(compare: dict, efficiency: dict) -> str:
     return (f"On all of MNIST, the transfer model scores {compare['transfer']['test_accuracy']:.4f} on the test set "
             f"and the same model trained from scratch {compare['scratch']['test_accuracy']:.4f} "
             f"({gain(compare):+.4f}). With {labels(b[0])} to {labels(b[-1])} labels ({seeds(efficiency)} seeds), the "
-            f"paired gain of transfer over scratch is {significance(efficiency['transfer_minus_scratch'])}.")
+            f"paired gain of transfer over scratch is {answer_verdicts(efficiency)}.")
+
+
+def answer_verdicts(efficiency: dict) -> str:
+    """The verdicts against the margin where data_efficiency.json has them, else where the intervals lie."""
+    difference = efficiency["transfer_minus_scratch"]
+    if "margin" in efficiency and all(d.get("verdict") for d in difference.values()):
+        return (f"{verdicts(difference)} (95 % intervals against an equivalence margin of "
+                f"±{efficiency['margin'] * 100:g} points)")
+    return significance(difference)
 
 
 def sweep_caption(efficiency: dict) -> str:
