@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench import cpu_info  # noqa: E402
-from tlpipe.folder import prepare_target  # noqa: E402
-from tlpipe.params import SWEEP_RUNS, load_params  # noqa: E402
+from benchmarks.own_images import folder_sweep  # noqa: E402
+from tlpipe.params import SWEEP_RUNS  # noqa: E402
 from tlpipe.sweep import aggregate, plot_gain  # noqa: E402
 
 
@@ -36,12 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     from tlpipe.points import run_points  # TensorFlow: after the arguments are checked
 
-    params = load_params()
-    params = params.model_copy(update={
-        "target": params.target.model_copy(update={"path": str(args.folder)}),
-        "sweep": params.sweep.model_copy(update={"per_class": True, "budgets": args.budgets, "seeds": args.seeds}),
-    })
-    data, report = prepare_target(params.target, params.base)
+    params, data, report = folder_sweep(args.folder, args.budgets, args.seeds)
     arrays = data.arrays()
     started = time.perf_counter()
     records = []

@@ -46,12 +46,7 @@ def main() -> None:
     weights = dict(item.split("=", 1) for item in args.weights)
     from tlpipe.points import run_points  # TensorFlow: after the arguments are checked
 
-    params = load_params()
-    params = params.model_copy(update={
-        "target": params.target.model_copy(update={"path": str(args.folder)}),
-        "sweep": params.sweep.model_copy(update={"per_class": True, "budgets": args.budgets, "seeds": args.seeds}),
-    })
-    data, report = prepare_target(params.target, params.base)
+    params, data, report = folder_sweep(args.folder, args.budgets, args.seeds)
     arrays = data.arrays()
     started = time.perf_counter()
     accuracy: dict[str, dict[int, dict[int, float]]] = {}
@@ -78,6 +73,17 @@ def main() -> None:
     args.out.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     if args.plot:
         plot(out, args.plot)
+
+
+def folder_sweep(folder: Path, budgets: list[int], seeds: list[int]) -> tuple:
+    """params.yaml with `folder` as the target and the sweep in labels per class; the folder prepared as the
+    prepare stage does it: (params, TargetData, its report)."""
+    params = load_params()
+    params = params.model_copy(update={
+        "target": params.target.model_copy(update={"path": str(folder)}),
+        "sweep": params.sweep.model_copy(update={"per_class": True, "budgets": budgets, "seeds": seeds}),
+    })
+    return params, *prepare_target(params.target, params.base)
 
 
 def plot(report: dict, path: Path) -> None:
