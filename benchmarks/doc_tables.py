@@ -302,7 +302,8 @@ def render_gains(report: dict, source: str) -> str:
             lines.append(row([f"`{run}`", *[f"{interval(diff[b], signed=True)} {diff[b]['verdict'] or ''}".strip()
                                             for b in budgets]]))
     seeds = max(s["n"] for s in report["scratch"].values())
-    more = (f"; {seeds} seeds, paired 95 % t-intervals, verdicts against ±{report['margin'] * 100:g} points")
+    more = (f"; {seeds} seeds, paired 95 % t-intervals, verdicts against ±{report['margin'] * 100:g} points"
+            + (f", {wall_time(report['seconds'])} in all" if "seconds" in report else ""))
     return "\n".join([*lines, "", measured(machine_name(report, ""), report.get("date"), source, more)])
 
 
