@@ -190,8 +190,10 @@ def test_two_machines_share_the_sweep_and_a_third_collects_without_training(orig
     out_s = sh(single, "dvc", "repro", "--no-run-cache", "data_efficiency", env=env)
     assert sorted(ran(out_s)) == sorted(SWEEP)
     collected, alone = (json.loads((root / "metrics/data_efficiency.json").read_text()) for root in (collector, single))
-    # equal but for the wall time that the records carry (train_seconds_total is their sum) and the day
+    # equal but for the wall time that the records carry (train_seconds_total is their sum, seconds_per_point
+    # their means per run) and the day
     assert collected.pop("train_seconds_total") > 0 and alone.pop("train_seconds_total") > 0
+    assert collected.pop("seconds_per_point").keys() == alone.pop("seconds_per_point").keys()
     collected.pop("date"), alone.pop("date")
     assert collected == alone
 
