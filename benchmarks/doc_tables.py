@@ -97,9 +97,9 @@ def labels(budget: str | int) -> str:
     return f"{int(budget):,}"
 
 
-def interval(stats: dict, signed: bool = False) -> str:
+def interval(stats: dict, signed: bool = False, decimals: int = 4) -> str:
     """`0.8258 [0.8100, 0.8416]`, or signed `-0.0319 [-0.0545, -0.0094]`; the mean alone without an interval."""
-    spec = "+.4f" if signed else ".4f"
+    spec = f"{'+' if signed else ''}.{decimals}f"
     mean = format(stats["mean"], spec)
     if stats.get("ci95_low") is None or stats.get("ci95_high") is None:
         return mean
@@ -287,6 +287,11 @@ def verdicts(difference: dict[str, dict], unit: str = "labels") -> str:
                      for verdict, budgets in groups.items())
 
 
+def judged(difference: dict) -> str:
+    """A paired difference's cell: `+0.0013 [-0.0025, +0.0051] inconclusive` (no verdict without an interval)."""
+    return f"{interval(difference, signed=True)} {difference.get('verdict') or ''}".strip()
+
+
 def budget_unit(report: dict) -> str:
     return "labels per class" if report.get("per_class") else "labels"
 
@@ -299,8 +304,7 @@ def render_gains(report: dict, source: str) -> str:
     for run in report["runs"]:
         if f"{run}_minus_scratch" in report:
             diff = report[f"{run}_minus_scratch"]
-            lines.append(row([f"`{run}`", *[f"{interval(diff[b], signed=True)} {diff[b]['verdict'] or ''}".strip()
-                                            for b in budgets]]))
+            lines.append(row([f"`{run}`", *[judged(diff[b]) for b in budgets]]))
     seeds = max(s["n"] for s in report["scratch"].values())
     more = (f"; {seeds} seeds, paired 95 % t-intervals, verdicts against ±{report['margin'] * 100:g} points"
             + (f", {wall_time(report['seconds'])} in all" if "seconds" in report else ""))
@@ -313,8 +317,7 @@ def render_study_pairs(report: dict) -> str:
     lines = [row(["difference", *[labels(b) for b in budgets]]), row(["---"] * (len(budgets) + 1))]
     for key, name in STUDY_PAIRS.items():
         if key in report:
-            lines.append(row([name, *[f"{interval(report[key][b], signed=True)} {report[key][b]['verdict'] or ''}"
-                                      .strip() for b in budgets]]))
+            lines.append(row([name, *[judged(report[key][b]) for b in budgets]]))
     return "\n".join(lines)
 
 
@@ -325,12 +328,7 @@ def render_convergence(report: dict, source: str) -> str:
              "|---:|---|---|---|"]
 
     def count(stats: dict | None, signed: bool = False) -> str:  # steps: whole numbers
-        if stats is None:
-            return "never"
-        spec = "+.0f" if signed else ".0f"
-        bounds = ("" if stats["ci95_low"] is None else
-                  f" [{format(stats['ci95_low'], spec)}, {format(stats['ci95_high'], spec)}]")
-        return format(stats["mean"], spec) + bounds
+        return "never" if stats is None else interval(stats, signed, decimals=0)
 
     for budget in sorted(conv.get("scratch", {}), key=int):
         t, s = conv["transfer"][budget], conv["scratch"][budget]
