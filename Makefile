@@ -30,12 +30,12 @@ $(INSTALLED): pyproject.toml
 
 # params.yaml checked first by the stages' own strict reader: one line for a bad file, where DVC could hang on it
 repro: $(INSTALLED)
-	$(PY) -m tlpipe.params
+	$(PY) -m tlpipe.core.params
 	dvc repro
 
 # The controls study (study/dvc.yaml, docs/study.md): after the main pipeline's sweep, which it runs first if stale.
 study: $(INSTALLED)
-	$(PY) -m tlpipe.params
+	$(PY) -m tlpipe.core.params
 	dvc repro study/dvc.yaml
 
 test: $(INSTALLED)
@@ -55,15 +55,15 @@ plots: $(INSTALLED) node_modules/installed
 # Reference vs project timing (docs/performance.md); needs the data, so `download` runs first.
 bench: $(INSTALLED)
 	dvc repro download
-	$(PY) benchmarks/run.py --out benchmarks/report.json
+	$(PY) benchmarks/run.py --out results/report.json
 
 # One machine's share of the label-budget sweep, pushed with its run-cache to the DVC remote (docs/scaling-out.md):
 # make sweep-shard SHARD=2/4
 sweep-shard: $(INSTALLED)
 	@test -n "$(SHARD)" || { echo "make: sweep-shard needs SHARD=i/n, e.g. make sweep-shard SHARD=2/4" >&2; exit 1; }
-	$(PY) -m tlpipe.shard $(SHARD)
+	$(PY) -m tlpipe.lab.shard $(SHARD)
 
 # Every marked table in README.md and docs/*.md, rendered from the results files in the workspace. Needs only
 # Python 3 (the standard library), not .venv. `make test` checks the tables as committed at HEAD.
 docs:
-	$(PYTHON) benchmarks/doc_tables.py --write
+	$(PYTHON) tools/doc_tables.py --write

@@ -18,10 +18,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tlpipe.data import load_npz, split_train_val
-from tlpipe.model import FEATURES, build_model
-from tlpipe.params import load_params
-from tlpipe.transfer import load_weights, save_weights, transfer_by_name
+from tlpipe.core.data import load_npz, split_train_val
+from tlpipe.core.model import FEATURES, build_model
+from tlpipe.core.params import load_params
+from tlpipe.core.transfer import load_weights, save_weights, transfer_by_name
 
 # The seed's budget and rates (issue 3): epochs per phase; the frozen phase uses the larger rate.
 EPOCHS = {"pretrain": 10, "frozen": 5, "finetune": 5, "scratch": 10}
@@ -53,7 +53,7 @@ def main() -> None:
     x_train, y_train, x_val, y_val = split_train_val(
         arrays["x_train"], arrays["y_train"], params.base.val_size, params.base.seed
     )
-    model = build_model("fashion" if args.phase == "pretrain" else "mnist", params.model, params.base.image_size)
+    model = build_model("source" if args.phase == "pretrain" else "mnist", params.model, params.base.image_size)
     if args.phase == "frozen":
         transfer_by_name(model, args.workdir / "pretrain.named.h5", params.transfer.layers)
         # The seed freezes by index; here the index is that of everything up to the features.

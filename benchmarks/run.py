@@ -1,6 +1,6 @@
 """Benchmark: the seed-faithful reference against the project's stages, in one run on this machine.
 
-    make bench            (= python benchmarks/run.py --out benchmarks/report.json)
+    make bench            (= python benchmarks/run.py --out results/report.json)
 
 Needs data/*.npz (run `dvc repro download` first). Both sides run in a scratch folder, one process per
 phase, timed from process start to exit (imports and data loading included) with peak RSS from wait4.
@@ -12,7 +12,7 @@ the copy). Then a no-op `dvc repro` is timed in the repository itself (only if `
 a JSON report (with the machine and the date) and prints the tables of docs/performance.md (`make docs` renders
 them there). Takes about as long as two full pipelines.
 
-    python benchmarks/run.py --render benchmarks/report.json   (the tables of a report; runs nothing)
+    python benchmarks/run.py --render results/report.json   (the tables of a report; runs nothing)
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` importable when run as a script
 from benchmarks.bench import cpu_info, matmul_gflops, timed, training_flops
-from benchmarks.doc_tables import PHASES, render_performance, render_targets
-from tlpipe.data import load_npz
-from tlpipe.io import write_json
-from tlpipe.model import build_model
-from tlpipe.params import load_params
+from tlpipe.core.data import load_npz
+from tlpipe.core.io import write_json
+from tlpipe.core.model import build_model
+from tlpipe.core.params import load_params
+from tools.doc_tables import PHASES, render_performance, render_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_MODEL = ("pretrain", "finetune", "scratch")  # phases that train the whole model
@@ -198,7 +198,7 @@ def summarize(reference: dict, project: dict, gflops: float, flops: dict, noop: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT / "data")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "report.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "report.json")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param for the project side only (repeatable), like `dvc exp run -S`")
     parser.add_argument("--reuse-reference", type=Path, metavar="REPORT",
@@ -227,8 +227,8 @@ def main() -> None:
             raise SystemExit(f"{args.data / npz}: missing; run `dvc repro download` first")
     env = stage_env()
     params = load_params(ROOT / "params.yaml")
-    flops = {f"{task}_{k}": v for task in ("fashion", "mnist")
-             for k, v in training_flops(build_model(task, params.model, params.base.image_size)).items()}
+    flops = {f"{phase}_{k}": v for phase, role in (("fashion", "source"), ("mnist", "target"))
+             for k, v in training_flops(build_model(role, params.model, params.base.image_size)).items()}
     gflops = matmul_gflops()
     reference = json.loads(args.reuse_reference.read_text())["reference"]["phases"] if args.reuse_reference else None
     with tempfile.TemporaryDirectory(prefix="tlpipe-bench-") as tmp:

@@ -1,8 +1,8 @@
 """Run a command and record its wall time in a JSON file of named timings, with the machine and the date, and
 the peak RSS of its largest process (for `dvc repro` or `make repro`, the largest stage's).
 
-    python3 benchmarks/time_command.py --name "make repro" --out benchmarks/repro_times.json -- make repro
-    python3 benchmarks/time_command.py --name "make test" --out benchmarks/repro_times.json -- make test
+    python3 benchmarks/time_command.py --name "make repro" --out results/repro_times.json -- make repro
+    python3 benchmarks/time_command.py --name "make test" --out results/repro_times.json -- make test
 
 The quick start's timings (README.md) are this file's, rendered by `make docs`. Needs only Python 3 (no .venv), so
 it can time the first `make repro` of a fresh clone. Exits with the command's exit code; records nothing on failure.

@@ -10,13 +10,13 @@ Run alone: dvc repro compare
 import argparse
 from pathlib import Path
 
-from tlpipe.cli import run
-from tlpipe.data import NUM_CLASSES, load_npz
-from tlpipe.io import write_json
-from tlpipe.live import measured, read_curve, read_summary
-from tlpipe.model import build_model
-from tlpipe.params import load_params
-from tlpipe.report import (
+from tlpipe.core.cli import run
+from tlpipe.core.data import NUM_CLASSES, load_npz
+from tlpipe.core.io import write_json
+from tlpipe.core.live import measured, read_curve, read_summary
+from tlpipe.core.model import build_model
+from tlpipe.core.params import load_params
+from tlpipe.core.report import (
     ACCURACY_PNG,
     compare_metrics,
     evaluate,
@@ -25,9 +25,9 @@ from tlpipe.report import (
     write_confusion,
     write_curves,
 )
-from tlpipe.target import load_target
-from tlpipe.train import make_deterministic
-from tlpipe.transfer import load_weights
+from tlpipe.core.target import load_target
+from tlpipe.core.train import make_deterministic
+from tlpipe.core.transfer import load_weights
 
 
 def main() -> None:
@@ -47,10 +47,10 @@ def main() -> None:
 
     tested = target.arrays()
     results = {
-        "pretrain": test("fashion", args.source_weights, source, NUM_CLASSES),
-        "frozen_head": test("mnist", args.frozen_head_weights, tested, len(target.classes)),
-        "transfer": test("mnist", args.finetune_weights, tested, len(target.classes)),
-        "scratch": test("mnist", args.scratch_weights, tested, len(target.classes)),
+        "pretrain": test("source", args.source_weights, source, NUM_CLASSES),
+        "frozen_head": test("target", args.frozen_head_weights, tested, len(target.classes)),
+        "transfer": test("target", args.finetune_weights, tested, len(target.classes)),
+        "scratch": test("target", args.scratch_weights, tested, len(target.classes)),
     }
     curves = {
         "transfer": read_curve(args.logs / "frozen_head") + read_curve(args.logs / "finetune"),

@@ -12,12 +12,12 @@ import argparse
 import json
 from pathlib import Path
 
-from tlpipe.cli import run
-from tlpipe.errors import PipelineError
-from tlpipe.io import to_csv, write_json, write_text
-from tlpipe.live import measured, read_summary
-from tlpipe.params import SWEEP_RUNS, load_params
-from tlpipe.sweep import (
+from tlpipe.core.cli import run
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.io import to_csv, write_json, write_text
+from tlpipe.core.live import measured, read_summary
+from tlpipe.core.params import SWEEP_RUNS, load_params
+from tlpipe.lab.sweep import (
     aggregate,
     curve_rows,
     gain_rows,

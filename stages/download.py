@@ -9,9 +9,9 @@ import argparse
 import os
 from pathlib import Path
 
-from tlpipe.cli import run
-from tlpipe.data import DATASETS, load_dataset, save_npz, sources_for
-from tlpipe.params import load_params
+from tlpipe.core.cli import run
+from tlpipe.core.data import DATASETS, load_dataset, save_npz, sources_for
+from tlpipe.core.params import load_params
 
 
 def main() -> None:

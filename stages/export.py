@@ -13,17 +13,17 @@ Run alone: dvc repro export
 import argparse
 from pathlib import Path
 
-from tlpipe.cli import run
-from tlpipe.data import CLASS_NAMES
-from tlpipe.errors import PipelineError
-from tlpipe.io import atomic_dir, atomic_path, check_writable, reproducible_zip
-from tlpipe.model import build_model, inference_model
-from tlpipe.params import load_params
-from tlpipe.target import input_form, target_classes
-from tlpipe.transfer import load_weights
+from tlpipe.core.cli import run
+from tlpipe.core.data import CLASS_NAMES
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.io import atomic_dir, atomic_path, check_writable, reproducible_zip
+from tlpipe.core.model import build_model, inference_model
+from tlpipe.core.params import load_params
+from tlpipe.core.target import input_form, target_classes
+from tlpipe.core.transfer import load_weights
 
-# output name -> (task, weights argument)
-MODELS = {"source": ("fashion", "source"), "transfer": ("mnist", "finetune"), "scratch": ("mnist", "scratch")}
+# output name -> (role, weights argument)
+MODELS = {"source": ("source", "source"), "transfer": ("target", "finetune"), "scratch": ("target", "scratch")}
 SERVED = ("transfer", "scratch")
 
 
@@ -38,14 +38,14 @@ def main() -> None:
 
     params = load_params()
     check_writable(args.out / "model.keras")
-    classes = {"fashion": CLASS_NAMES[params.pretrain.source], "mnist": target_classes(args.target)}
+    classes = {"source": CLASS_NAMES[params.pretrain.source], "target": target_classes(args.target)}
     # what predict needs to know: the class names, and how the training images were made
-    metadata = {"fashion": {"classes": classes["fashion"]},
-                "mnist": {"classes": classes["mnist"],
+    metadata = {"source": {"classes": classes["source"]},
+                "target": {"classes": classes["target"],
                           "preprocess": input_form(params.target.path, params.target.preprocess)}}
     models = {}
-    for name, (task, weights) in MODELS.items():  # load all first: a bad weights file leaves no new output
-        model = build_model(task, params.model, params.base.image_size, len(classes[task]))
+    for name, (role, weights) in MODELS.items():  # load all first: a bad weights file leaves no new output
+        model = build_model(role, params.model, params.base.image_size, len(classes[role]))
         load_weights(model, getattr(args, weights))
         models[name] = inference_model(model)
     for name, model in models.items():

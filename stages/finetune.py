@@ -8,12 +8,12 @@ Run alone: dvc repro finetune
 import argparse
 from pathlib import Path
 
-from tlpipe.cli import run
-from tlpipe.model import build_model
-from tlpipe.params import load_params
-from tlpipe.target import load_target
-from tlpipe.train import make_deterministic, train_and_save
-from tlpipe.transfer import batchnorm_layers, load_weights, set_trainable
+from tlpipe.core.cli import run
+from tlpipe.core.model import build_model
+from tlpipe.core.params import load_params
+from tlpipe.core.target import load_target
+from tlpipe.core.train import make_deterministic, train_and_save
+from tlpipe.core.transfer import batchnorm_layers, load_weights, set_trainable
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     make_deterministic(params.base.seed, params.base.deterministic)
     target = load_target(args.data)
     data = target.split()
-    model = build_model("mnist", params.model, params.base.image_size, len(target.classes))
+    model = build_model("target", params.model, params.base.image_size, len(target.classes))
     load_weights(model, args.weights)
     if params.finetune.bn_inference:
         # Keras guide: keep BatchNormalization frozen (inference mode) so fine-tuning does not wreck its statistics.

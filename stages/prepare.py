@@ -2,7 +2,7 @@
 
 Reads params target.*, base.seed, base.val_size, base.image_size and target.path: data/mnist.npz (the download
 stage's; base.val_size random training images are held out for validation), or a folder of class folders (see
-tlpipe.folder; target.val_fraction of each class for validation, test/ or target.test_fraction for the test).
+tlpipe.apps.folder; target.val_fraction of each class for validation, test/ or target.test_fraction for the test).
 Writes data/target.npz and metrics/prepare.json (images per class and split, files skipped and why, sizes seen).
 Run alone: dvc repro prepare
 """
@@ -10,11 +10,11 @@ Run alone: dvc repro prepare
 import argparse
 from pathlib import Path
 
-from tlpipe.cli import run
-from tlpipe.folder import prepare_target
-from tlpipe.io import check_writable, write_json
-from tlpipe.params import load_params
-from tlpipe.target import save_target
+from tlpipe.apps.folder import prepare_target
+from tlpipe.core.cli import run
+from tlpipe.core.io import check_writable, write_json
+from tlpipe.core.params import load_params
+from tlpipe.core.target import save_target
 
 
 def main() -> None:

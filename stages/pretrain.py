@@ -9,10 +9,10 @@ Run alone: dvc repro pretrain
 import argparse
 from pathlib import Path
 
-from tlpipe.cli import run
-from tlpipe.model import build_model
-from tlpipe.params import load_params
-from tlpipe.train import load_train_val, make_deterministic, train_and_save
+from tlpipe.core.cli import run
+from tlpipe.core.model import build_model
+from tlpipe.core.params import load_params
+from tlpipe.core.train import load_train_val, make_deterministic, train_and_save
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     params = load_params()
     make_deterministic(params.base.seed, params.base.deterministic)
     data = load_train_val(args.data, params.base)
-    model = build_model("fashion", params.model, params.base.image_size)
+    model = build_model("source", params.model, params.base.image_size)
     train_and_save(
         model, data, params.pretrain, params.base, args.logs, args.weights_out,
         batch_size=params.pretrain.batch_size, key="pretrain",

@@ -8,11 +8,11 @@ Run alone: dvc repro scratch
 import argparse
 from pathlib import Path
 
-from tlpipe.cli import run
-from tlpipe.model import build_model
-from tlpipe.params import load_params
-from tlpipe.target import load_target
-from tlpipe.train import make_deterministic, train_and_save
+from tlpipe.core.cli import run
+from tlpipe.core.model import build_model
+from tlpipe.core.params import load_params
+from tlpipe.core.target import load_target
+from tlpipe.core.train import make_deterministic, train_and_save
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     make_deterministic(params.base.seed, params.base.deterministic)
     target = load_target(args.data)
     data = target.split()
-    model = build_model("mnist", params.model, params.base.image_size, len(target.classes))
+    model = build_model("target", params.model, params.base.image_size, len(target.classes))
     train_and_save(model, data, params.scratch, params.base, args.logs, args.weights_out, key="scratch")
 
 

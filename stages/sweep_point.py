@@ -12,12 +12,12 @@ dvc.yaml runs it once per stage sweep@<seed>, e.g. dvc repro sweep@0  (names: dv
 import argparse
 from pathlib import Path
 
-from tlpipe.cli import run
-from tlpipe.io import check_writable, write_json
-from tlpipe.params import SWEEP_RUNS, load_params
-from tlpipe.points import run_points
-from tlpipe.sweep import point_name
-from tlpipe.target import load_target
+from tlpipe.core.cli import run
+from tlpipe.core.io import check_writable, write_json
+from tlpipe.core.params import SWEEP_RUNS, load_params
+from tlpipe.core.target import load_target
+from tlpipe.lab.points import run_points
+from tlpipe.lab.sweep import point_name
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from tlpipe.data import DATASETS, FILES
+from tlpipe.core.data import DATASETS, FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,19 +13,19 @@ import pytest
 import yaml
 
 from benchmarks.bench import layer_macs, timed, training_flops
-from benchmarks.doc_tables import render_performance, render_targets
 from tests.support import ROOT, default_params
-from tlpipe.model import build_model
-from tlpipe.params import Model
+from tlpipe.core.model import build_model
+from tlpipe.core.params import Model
+from tools.doc_tables import render_performance, render_targets
 
 
 def test_macs_and_flops_of_a_known_model():
     arch = Model(conv_filters=[2, 4, 8], kernel_size=3, pretrain_dense=16, head_dense=5, dropout=0.0, bn_momentum=0.99)
-    macs = layer_macs(build_model("mnist", arch, image_size=8))
+    macs = layer_macs(build_model("target", arch, image_size=8))
     # 8x8x1 -> conv1 8x8x2 -> pool 4x4 -> conv2 4x4x4 -> pool 2x2 -> conv3 2x2x8 -> flatten 32 -> 5 -> 10
     assert macs == {"conv1": 8 * 8 * 2 * 9 * 1, "conv2": 4 * 4 * 4 * 9 * 2, "conv3": 2 * 2 * 8 * 9 * 4,
-                    "mnist_dense": 32 * 5, "mnist_out": 5 * 10}
-    flops = training_flops(build_model("mnist", arch, image_size=8))
+                    "target_dense": 32 * 5, "target_out": 5 * 10}
+    flops = training_flops(build_model("target", arch, image_size=8))
     forward = 2 * sum(macs.values())
     assert flops == {"forward": forward, "train": 3 * forward - 2 * macs["conv1"]}
 
@@ -68,7 +68,7 @@ def test_report_ratios_and_required_keys():
     assert report["order"] == order and report["reference_reused"] is False
     assert {"cores", "flags"} <= set(report["machine"]) and report["command"] == "bench"
     assert "| **total** | 40.0 | 16.0 | 2.50x |" in render_performance(report)
-    assert f", {report['date']} (`benchmarks/report.json`" in render_performance(report).splitlines()[-1]
+    assert f", {report['date']} (`results/report.json`" in render_performance(report).splitlines()[-1]
 
 
 def test_schedule_interleaves_the_sides_phase_by_phase():
@@ -127,7 +127,7 @@ def test_processes_run_in_the_interleaved_order_with_epochs_from_params(tmp_path
 def test_reused_reference_runs_only_the_project_and_a_failure_names_the_process(tmp_path, monkeypatch):
     runner = load_runner()
     ran = fake_processes(runner, monkeypatch)
-    earlier = json.loads((ROOT / "benchmarks" / "report.json").read_text())["reference"]["phases"]
+    earlier = json.loads((ROOT / "results" / "report.json").read_text())["reference"]["phases"]
     for name in ("ref", "project", "project2", "ref3", "project3"):
         (tmp_path / name).mkdir()
     reference, _, order = runner.run_interleaved(tmp_path / "ref", tmp_path / "project", tmp_path / "data", {}, [],
@@ -203,8 +203,8 @@ def test_targets_table_marks_missed_targets_and_names_what_missed():
 
 
 def test_committed_report_has_every_key_the_readme_uses():
-    """docs/performance.md's tables are rendered from benchmarks/report.json (tests/test_readme.py)."""
-    report = json.loads((ROOT / "benchmarks" / "report.json").read_text())
+    """docs/performance.md's tables are rendered from results/report.json (tests/test_readme.py)."""
+    report = json.loads((ROOT / "results" / "report.json").read_text())
     for key in ("reference.total_seconds", "project.total_seconds", "speedup.total", "speedup.frozen_head",
                 "speedup.per_phase", "speedup.train_images_per_second", "noop_repro_seconds", "peak_rss_mb",
                 "matmul_gflops", "train_fraction_of_peak", "test_accuracy.reference", "test_accuracy.project",

@@ -7,10 +7,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
-import tlpipe.data as data_module
+import tlpipe.core.data as data_module
 from tests.support import idx_bytes
-from tlpipe.data import Source, check_arrays, gunzip_idx, load_dataset, parse_idx, split_train_val, verify_sha256
-from tlpipe.errors import PipelineError
+from tlpipe.core.data import Source, check_arrays, gunzip_idx, load_dataset, parse_idx, split_train_val, verify_sha256
+from tlpipe.core.errors import PipelineError
 
 
 def quiet(_msg):

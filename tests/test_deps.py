@@ -1,9 +1,9 @@
-"""dvc.yaml lists, for every stage, exactly the project modules its script imports (transitively).
+"""dvc.yaml lists, for every stage, exactly the project sub-packages (or modules) its script imports (transitively).
 
 A module missing from `deps` means editing it does not rerun the stage (stale results); a listed module the
 stage does not import reruns it for nothing. Imports are read with `ast` from the stage script on, function
-bodies included (the sweep imports TensorFlow-heavy modules inside functions); a dep on the `tlpipe` folder
-covers every module in it.
+bodies included (the sweep imports TensorFlow-heavy modules inside functions); a dep on a folder such as
+`tlpipe/core` covers every module in it, and must cover one the stage imports.
 """
 
 from __future__ import annotations
@@ -104,10 +104,10 @@ def dep_problems(name: str, stage: dict, root: Path = ROOT) -> list[str]:
         covered = any(module == d or module.startswith(f"{d}/") for d in deps)
         if not covered:
             problems.append(f"stage '{name}': imports {module}, which is not in its deps")
-    if PACKAGE not in deps:  # a folder dep covers whatever the stage imports from it
-        listed = {d for d in deps if d.startswith(f"{PACKAGE}/") and d.endswith(".py")}
-        for module in sorted(listed - imported):
-            problems.append(f"stage '{name}': lists {module} in its deps but does not import it")
+    # a folder dep (a sub-package) covers whatever the stage imports from it, and must cover something
+    for dep in sorted(d for d in deps if d == PACKAGE or d.startswith(f"{PACKAGE}/")):
+        if not any(module == dep or module.startswith(f"{dep}/") for module in imported):
+            problems.append(f"stage '{name}': lists {dep} in its deps but does not import it")
     return problems
 
 
@@ -152,4 +152,4 @@ def test_imports_are_followed_through_functions_and_from_imports(tmp_path):
         "stage 's': imports pkg/e.py, which is not in its deps",
         "stage 's': lists tlpipe/x.py in its deps but does not import it",
     ]
-    assert dep_problems("s", stage | {"deps": ["stages/s.py", "pkg", "tlpipe"]}, tmp_path) == []
+    assert dep_problems("s", stage | {"deps": ["stages/s.py", "pkg"]}, tmp_path) == []

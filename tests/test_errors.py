@@ -127,7 +127,7 @@ def test_missing_section(workdir, data_dir):
 ])
 def test_unknown_layer_names(workdir, data_dir, tmp_path, key, names, message):
     fashion = tmp_path / "fashion.named.h5"
-    weights_for(tmp_path, "fashion", fashion)
+    weights_for(tmp_path, "source", fashion)
     set_param(workdir / "params.yaml", key, names)
     if key == "transfer.layers":  # only transferred layers may be frozen
         set_param(workdir / "params.yaml", "transfer.freeze", names[:1])
@@ -139,8 +139,8 @@ def test_unknown_layer_names(workdir, data_dir, tmp_path, key, names, message):
 
 def weights_for(workdir: Path, task: str, path: Path, filters=(4, 8, 8)) -> None:
     code = (
-        "import sys; from tlpipe.model import build_model; from tlpipe.params import load_params;"
-        "from tlpipe.transfer import save_weights; p = load_params();"
+        "import sys; from tlpipe.core.model import build_model; from tlpipe.core.params import load_params;"
+        "from tlpipe.core.transfer import save_weights; p = load_params();"
         f"m = p.model.model_copy(update={{'conv_filters': {list(filters)}}});"
         f"save_weights(build_model('{task}', m, 28), '{path}')"
     )
@@ -158,7 +158,7 @@ def weights_for(workdir: Path, task: str, path: Path, filters=(4, 8, 8)) -> None
 def test_bad_weights(workdir, data_dir, kind, message):
     weights = workdir / "frozen_head.named.h5"
     if kind == "other architecture":
-        weights_for(workdir, "mnist", weights, filters=(6, 8, 8))
+        weights_for(workdir, "target", weights, filters=(6, 8, 8))
     elif kind == "not hdf5":
         weights.write_text("definitely not HDF5\n")
     elif kind == "empty":

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from tests.support import run_stage
-from tlpipe.model import build_model
-from tlpipe.params import load_params
-from tlpipe.report import evaluate
-from tlpipe.target import TargetData, save_target
-from tlpipe.transfer import save_weights
+from tlpipe.core.model import build_model
+from tlpipe.core.params import load_params
+from tlpipe.core.report import evaluate
+from tlpipe.core.target import TargetData, save_target
+from tlpipe.core.transfer import save_weights
 
 # Runs in a fresh interpreter that never imports tlpipe: what a user of the exported file has.
 OUTSIDE = """
@@ -61,7 +61,7 @@ def outside(model_path, images_path, batch_size: int) -> list[int]:
 def test_exported_models_open_without_the_package_and_predict_as_the_pipeline(tmp_path, params_file):
     params = load_params(params_file)
     weights = {}
-    for name, task in (("source", "fashion"), ("finetune", "mnist"), ("scratch", "mnist")):
+    for name, task in (("source", "source"), ("finetune", "target"), ("scratch", "target")):
         keras.utils.set_random_seed(len(name))
         model = build_model(task, params.model, params.base.image_size)
         save_weights(model, tmp_path / f"{name}.named.h5")
@@ -92,7 +92,7 @@ def test_exported_models_open_without_the_package_and_predict_as_the_pipeline(tm
 
 def test_a_weights_file_holding_nan_is_refused_before_any_output(tmp_path, params_file):
     params = load_params(params_file)
-    for name, task in (("source", "fashion"), ("finetune", "mnist"), ("scratch", "mnist")):
+    for name, task in (("source", "source"), ("finetune", "target"), ("scratch", "target")):
         model = build_model(task, params.model, params.base.image_size)
         if name == "scratch":
             kernel, bias = model.get_layer("conv2").get_weights()

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from tests.support import idx_bytes, run_stage, tiny_params
-from tlpipe.data import Source, load_dataset
-from tlpipe.errors import PipelineError
+from tlpipe.core.data import Source, load_dataset
+from tlpipe.core.errors import PipelineError
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ def test_every_target_stage_runs_on_the_folder(own):
 def test_predict_prints_the_folders_class_names(own):
     root, env = own
     image = root / "images" / "test" / "zed" / "zed-0.png"
-    result = subprocess.run([sys.executable, "-m", "tlpipe.predict", "--json", "--model", "models/transfer.keras",
+    result = subprocess.run([sys.executable, "-m", "tlpipe.apps.predict", "--json", "--model", "models/transfer.keras",
                              str(image)], cwd=root, env=env | {"PYTHONPATH": str(root)}, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr

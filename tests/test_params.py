@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from tests.support import ROOT, committed_values, default_params, set_param, tiny_params
-from tlpipe.errors import PipelineError
-from tlpipe.params import load_params
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.params import load_params
 
 
 def leaves(tree: dict, prefix: str = "") -> dict:

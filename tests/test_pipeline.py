@@ -71,7 +71,7 @@ def test_every_output_is_written(repo):
         assert list(json.loads(record.read_text())["devices"]) == ["CPU:0"], record.name
     report = json.loads((root / "metrics/transfer_report.json").read_text())
     assert sorted(report["copied"]) == ["bn1", "bn2", "bn3", "conv1", "conv2", "conv3"]
-    assert report["skipped"] == {"mnist_dense": "not in source", "mnist_out": "not in source"}
+    assert report["skipped"] == {"target_dense": "not in source", "target_out": "not in source"}
     assert (root / "metrics/plots/accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(root.rglob(".*.tmp*")), "temporary files left behind"
 

@@ -2,7 +2,8 @@
 
 The model trains once per session for a few seconds on digits drawn with Pillow's default font at random sizes,
 stroke widths, angles and positions, brought to MNIST form by predict's own preprocessing, so that training data
-and preprocessed inputs share one distribution. The end-to-end cases run `python -m tlpipe.predict` in a subprocess.
+and preprocessed inputs share one distribution. The end-to-end cases run
+`python -m tlpipe.apps.predict` in a subprocess.
 That preprocessing itself is checked against real MNIST digits (from $DATA_MIRROR), not against its own output.
 """
 
@@ -27,25 +28,13 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 
 from tests.support import ROOT, tiny_params
-from tlpipe.data import CLASS_NAMES, parse_idx
-from tlpipe.errors import PipelineError
-from tlpipe.io import reproducible_zip
-from tlpipe.model import build_model
-from tlpipe.params import load_params
-from tlpipe.predict import (
-    INK,
-    WORK,
-    InputError,
-    composite,
-    folder_files,
-    grayscale,
-    load_model,
-    open_image,
-    predict,
-    predict_main,
-    prepare,
-    to_mnist,
-)
+from tlpipe.apps.images import INK, WORK, InputError, composite, grayscale, open_image, prepare, to_mnist
+from tlpipe.apps.predict import folder_files, load_model, predict, predict_main
+from tlpipe.core.data import CLASS_NAMES, parse_idx
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.io import reproducible_zip
+from tlpipe.core.model import build_model
+from tlpipe.core.params import load_params
 
 N_TEST = 200  # MNIST-form test images written as PNGs
 KEYS = {"source", "index", "label", "class", "probability", "top3", "warnings"}
@@ -102,7 +91,7 @@ def work(tmp_path_factory, mirror) -> Path:
     params = load_params(root / "params.yaml")
     x, y = digits(150, seed=0)
     keras.utils.set_random_seed(0)
-    model = build_model("mnist", params.model, params.base.image_size)
+    model = build_model("target", params.model, params.base.image_size)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
     model.fit(x[..., None].astype("float32"), y, epochs=6, batch_size=32, verbose=0)
     inputs = keras.Input((28, 28), dtype="uint8", name="image")
@@ -162,10 +151,10 @@ def variant_files(folder: Path, digit: int) -> list[Path]:
 
 
 def run_predict(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """`python -m tlpipe.predict ARGS` in `cwd`, as a user runs it (no TF_CPP_MIN_LOG_LEVEL: predict sets it)."""
+    """`python -m tlpipe.apps.predict ARGS` in `cwd`, as a user runs it (no TF_CPP_MIN_LOG_LEVEL: predict sets it)."""
     env = {k: v for k, v in os.environ.items() if k not in ("TLPIPE_DEBUG", "TF_CPP_MIN_LOG_LEVEL")}
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "tlpipe.predict", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tlpipe.apps.predict", *args], cwd=cwd, env=env, capture_output=True,
                           text=True)
 
 
@@ -341,10 +330,10 @@ def test_a_model_that_is_not_a_keras_file_gives_one_line(work, content, fragment
 
 def test_help_is_fast_without_tensorflow():
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "tlpipe.predict", "--help"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "tlpipe.apps.predict", "--help"], capture_output=True, text=True,
                             env=env)
     assert result.returncode == 0 and result.stdout.startswith("usage: predict")
-    probe = "import sys, tlpipe.predict; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    probe = "import sys, tlpipe.apps.predict; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env).stdout == "[]\n"
 
 
@@ -517,7 +506,7 @@ def test_a_file_name_that_is_not_utf8_loses_nothing(work, recognised):
     render(recognised[0]).save(folder / "plain.png")
     env = {k: v for k, v in os.environ.items() if k != "TLPIPE_DEBUG"} | {"PYTHONPATH": str(ROOT),
                                                                           "LC_ALL": "C.UTF-8", "LANG": "en_US.UTF-8"}
-    result = subprocess.run([sys.executable, "-m", "tlpipe.predict", "--model", "../tiny.keras", "."], cwd=folder,
+    result = subprocess.run([sys.executable, "-m", "tlpipe.apps.predict", "--model", "../tiny.keras", "."], cwd=folder,
                             env=env, capture_output=True)
     assert result.returncode == 0, result.stderr
     rows = result.stdout.decode().splitlines()[1:]
@@ -572,7 +561,8 @@ def test_a_model_trained_on_resized_images_gets_resized_images(tmp_path):
     polarity kept; any other model file gets MNIST's form."""
     import zipfile
 
-    from tlpipe.predict import model_form, model_input
+    from tlpipe.apps.images import model_input
+    from tlpipe.apps.predict import model_form
 
     for preprocess, expected in (("resize", "resize"), ("mnist", "mnist"), (None, "mnist")):
         path = tmp_path / f"{preprocess}.keras"

@@ -1,4 +1,4 @@
-"""README.md's and docs/*.md's tables are rendered from the results files (benchmarks/doc_tables.py), and the check
+"""README.md's and docs/*.md's tables are rendered from the results files (tools/doc_tables.py), and the check
 compares what git committed, so that a user's own `make repro` (which rewrites metrics/*.json) cannot fail it."""
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def test_check_fails_on_a_committed_table_whose_source_is_not_committed(repo):
     (repo / "docs" / "more.md").write_text("<!-- table: recipes -->\n<!-- /table -->\n")
     git(repo, "add", "docs/more.md")
     git(repo, "commit", "-q", "-m", "a table without its source")
-    assert dt.check_committed(repo)[0] == [("docs/more.md", "recipes", "source benchmarks/recipes.json is missing")]
+    assert dt.check_committed(repo)[0] == [("docs/more.md", "recipes", "source results/recipes.json is missing")]
 
 
 def test_check_skips_outside_a_git_work_tree_and_before_the_first_commit(tmp_path, monkeypatch, capsys):
@@ -264,8 +264,8 @@ def test_history_and_experiments_tables_come_from_each_file_s_own_fields(tmp_pat
         {"what": "a cost", "machine": {"model": "CPU A", "cores": 2}, "date": "2026-11-29", "note": "one-off"}))
     (tmp_path / "metrics" / "compare.json").write_text(json.dumps(compare_json() | {"machine": "CPU A"}))
     assert dt.render("history", tmp_path).splitlines()[2:] == [
-        "| `benchmarks/history/old-recipe.json` | the old recipe | CPU B | 2026-11-28 | superseded |",
-        "| `benchmarks/history/cost.json` | a cost | CPU A, 2 cores | 2026-11-29 | one-off |"]
+        "| `results/history/old-recipe.json` | the old recipe | CPU B | 2026-11-28 | superseded |",
+        "| `results/history/cost.json` | a cost | CPU A, 2 cores | 2026-11-29 | one-off |"]
     assert dt.render("experiments", tmp_path).splitlines() == [
         "| test accuracy | old recipe | defaults |", "|---|---|---|",
         "| Fashion-MNIST pretrain | 0.9186 | 0.9186 |", "| MNIST frozen head only | 0.9872 | 0.9872 |",
@@ -286,7 +286,7 @@ def test_write_renders_every_document_skips_missing_sources_and_keeps_the_prose(
     (tmp_path / "README.md").write_text(readme)
     (tmp_path / "docs" / "recipe.md").write_text(doc)
     assert dt.main(["--write", "--root", str(tmp_path)]) == 0
-    assert "docs/recipe.md: table recipes left as it is: benchmarks/recipes.json is missing" in capsys.readouterr().err
+    assert "docs/recipe.md: table recipes left as it is: results/recipes.json is missing" in capsys.readouterr().err
     assert (tmp_path / "README.md").read_text() == readme.replace("| stale |", dt.render("results", tmp_path))
     assert (tmp_path / "docs" / "recipe.md").read_text() == doc
     assert dt.write(tmp_path) == []  # idempotent

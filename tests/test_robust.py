@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from tests.support import ROOT, default_params, run_stage, tiny_params
-from tlpipe import io
-from tlpipe.cli import run
-from tlpipe.errors import PipelineError
-from tlpipe.params import load_params
+from tlpipe.core import io
+from tlpipe.core.cli import run
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.params import load_params
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -26,8 +26,8 @@ from tlpipe.params import load_params
     ("sweep.head_lr", float("nan"), "sweep.head_lr must be a finite number, got nan (float)"),
     ("compare.threshold", float("-inf"), "compare.threshold must be a finite number, got -inf (float)"),
     ("download.backoff_s", float("inf"), "download.backoff_s must be a finite number, got inf (float)"),
-    ("transfer.freeze", ["conv1", "bn1", "mnist_dense", "mnist_out"],
-     "transfer.freeze names 'mnist_dense', which transfer.layers does not transfer"),
+    ("transfer.freeze", ["conv1", "bn1", "target_dense", "target_out"],
+     "transfer.freeze names 'target_dense', which transfer.layers does not transfer"),
     ("download.urls", {"mnist": ["http://example.com/mnist/"]}, "download.urls.mnist[0] must be an https:// address"),
 ])
 def test_impossible_settings_are_refused(tmp_path, key, value, message):
@@ -71,17 +71,17 @@ def test_keys_yaml_allows_but_params_cannot_hold_are_one_line(tmp_path, text, me
 
 
 def test_make_repro_checks_params_before_dvc(tmp_path):
-    """`python -m tlpipe.params` (what make repro runs first) is the stages' check, as one line and exit 1."""
+    """`python -m tlpipe.core.params` (what make repro runs first) is the stages' check, as one line and exit 1."""
     path = tmp_path / "params.yaml"
     path.write_text("a: &x [1]\nb: *x\n")
-    result = subprocess.run([sys.executable, "-m", "tlpipe.params", str(path)], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "tlpipe.core.params", str(path)], capture_output=True, text=True,
                             cwd=ROOT, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"error: params: {path}: line 2: YAML aliases (*name) are not allowed here; write the value out"]
     makefile = (ROOT / "Makefile").read_text().split("\nrepro:", 1)[1].split("\n\n", 1)[0]
     recipe = [line.strip() for line in makefile.splitlines()[1:]]
-    assert recipe == ["$(PY) -m tlpipe.params", "dvc repro"]  # the check first, then DVC
+    assert recipe == ["$(PY) -m tlpipe.core.params", "dvc repro"]  # the check first, then DVC
 
 
 def test_a_diverging_run_stops_with_one_line_and_writes_nothing(tmp_path, mirror, data_dir):
@@ -98,8 +98,8 @@ def test_a_diverging_run_stops_with_one_line_and_writes_nothing(tmp_path, mirror
 
 
 def test_a_diverging_sweep_point_is_named(params_file, data_dir):
-    from tlpipe.data import load_npz
-    from tlpipe.points import run_points
+    from tlpipe.core.data import load_npz
+    from tlpipe.lab.points import run_points
 
     params = load_params(params_file).model_copy(deep=True)
     sweep = params.sweep.model_copy(update={"lr": 1e38, "schedule": "constant"})
@@ -165,8 +165,8 @@ PARENT = textwrap.dedent("""
 """)
 STAGE = textwrap.dedent("""
     import time
-    from tlpipe.cli import run
-    from tlpipe.io import write_text
+    from tlpipe.core.cli import run
+    from tlpipe.core.io import write_text
     def main():
         time.sleep(30)
         write_text("late.txt", "written after dvc was gone")

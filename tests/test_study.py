@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-from tlpipe.errors import PipelineError
-from tlpipe.model import build_model
-from tlpipe.params import load_params
-from tlpipe.report import mcnemar
-from tlpipe.sweep import aggregate, convergence, first_reaching, gain_rows, plot_gain, verdict
-from tlpipe.transfer import adapt_batchnorm, block_layers, read_weights, save_weights
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.model import build_model
+from tlpipe.core.params import load_params
+from tlpipe.core.report import mcnemar
+from tlpipe.core.transfer import adapt_batchnorm, block_layers, read_weights, save_weights
+from tlpipe.lab.sweep import aggregate, convergence, first_reaching, gain_rows, plot_gain, verdict
 
 EXTRACTOR = ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
 
@@ -118,7 +118,7 @@ def test_depth_runs_transfer_the_first_blocks_only():
 
 def test_adabn_sets_each_layers_statistics_from_its_inputs_in_order(params):
     keras.utils.set_random_seed(0)
-    model = build_model("mnist", params.model, params.base.image_size)
+    model = build_model("target", params.model, params.base.image_size)
     kernels = [w.numpy().copy() for w in model.trainable_weights]
     # 3 images in batches of 2: bn3 averages 3 x 7 x 7 = 147 values, where the unbiased variance would be 0.7 % off
     images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
@@ -136,7 +136,7 @@ def test_adabn_sets_each_layers_statistics_from_its_inputs_in_order(params):
 def source_file(params, path):
     """Pretrained weights whose BatchNormalization layers are unlike a new model's, so that a copy shows."""
     keras.utils.set_random_seed(3)
-    trained = build_model("fashion", params.model, params.base.image_size)
+    trained = build_model("source", params.model, params.base.image_size)
     rng = np.random.default_rng(0)
     for name in ("bn1", "bn2", "bn3"):
         layer = trained.get_layer(name)
@@ -146,7 +146,7 @@ def source_file(params, path):
 
 
 def test_controls_start_from_what_their_names_say(params, tmp_path):
-    from tlpipe.points import SeedRuns
+    from tlpipe.lab.points import SeedRuns
 
     source = source_file(params, tmp_path / "source.named.h5")
     stored = read_weights(source)
@@ -167,9 +167,9 @@ def test_controls_start_from_what_their_names_say(params, tmp_path):
 
 
 def test_adabn_and_random_frozen_train_the_head_alone_on_the_budgets_statistics(params, tmp_path):
-    from tlpipe.data import Data
-    from tlpipe.points import SeedRuns
-    from tlpipe.sweep import budget_rule, split_budget
+    from tlpipe.core.data import Data
+    from tlpipe.lab.points import SeedRuns
+    from tlpipe.lab.sweep import budget_rule, split_budget
 
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8), np.repeat(np.arange(10), 6)
@@ -187,8 +187,8 @@ def test_adabn_and_random_frozen_train_the_head_alone_on_the_budgets_statistics(
             for a, b in zip(trained.get_layer(layer).get_weights(), expected.get_layer(layer).get_weights(),
                             strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"{run}: {layer}")
-        assert not np.array_equal(trained.get_layer("mnist_out").get_weights()[0],
-                                  expected.get_layer("mnist_out").get_weights()[0]), run  # the head trained
+        assert not np.array_equal(trained.get_layer("target_out").get_weights()[0],
+                                  expected.get_layer("target_out").get_weights()[0]), run  # the head trained
     record = {}
     trained = runs.train("depth1", data, batch, steps, record).model
     assert "head_steps" not in record  # every layer from the first step

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tests.support import run_stage
-from tlpipe.errors import PipelineError
-from tlpipe.params import SWEEP_RUNS, load_params
-from tlpipe.sweep import (
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.params import SWEEP_RUNS, load_params
+from tlpipe.lab.sweep import (
     aggregate,
     budget_rule,
     labelled_order,
@@ -85,21 +85,21 @@ def test_per_class_budgets_count_labels_per_class_capped_by_the_smallest_class(c
 def test_a_run_without_validation_images_keeps_its_last_weights(params_file):
     import keras
 
-    from tlpipe.data import Data
-    from tlpipe.model import build_model
-    from tlpipe.train import Recipe, Trainer
+    from tlpipe.core.data import Data
+    from tlpipe.core.model import build_model
+    from tlpipe.core.train import Recipe, Trainer
 
     params = load_params(params_file)
     keras.utils.set_random_seed(0)
-    model = build_model("mnist", params.model, params.base.image_size, 3)
+    model = build_model("target", params.model, params.base.image_size, 3)
     x = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
     y = np.arange(3, dtype=np.int32)
     trainer = Trainer(model, Recipe(0.01, "constant"), 2)
-    before = model.get_layer("mnist_out").get_weights()[0].copy()
+    before = model.get_layer("target_out").get_weights()[0].copy()
     selected = trainer.fit_steps(Data(x, y, x[:0], y[:0]), 4, 3, seed=0)
     assert selected == {"val_accuracy": None, "best_step": 4, "curve": None}
     assert int(model.optimizer.iterations.numpy()) == 4
-    assert not np.allclose(before, model.get_layer("mnist_out").get_weights()[0])
+    assert not np.allclose(before, model.get_layer("target_out").get_weights()[0])
 
 
 def test_budget_rule_fixed_steps_with_an_epoch_floor(cfg):
@@ -178,13 +178,13 @@ def test_points_in_one_process_match_points_alone(tmp_path, params_file, data_di
     """Sharing a process, the features and the compiled models changes no record (seconds aside)."""
     import keras
 
-    from tlpipe.model import build_model
-    from tlpipe.params import load_params
-    from tlpipe.transfer import save_weights
+    from tlpipe.core.model import build_model
+    from tlpipe.core.params import load_params
+    from tlpipe.core.transfer import save_weights
 
     params = load_params(params_file)
     keras.utils.set_random_seed(7)
-    save_weights(build_model("fashion", params.model, params.base.image_size), tmp_path / "fashion.named.h5")
+    save_weights(build_model("source", params.model, params.base.image_size), tmp_path / "fashion.named.h5")
     common = ["--seed", "1", "--data", str(data_dir / "target.npz"), "--source-weights", "fashion.named.h5"]
     together = run_stage(tmp_path, "sweep_point", "--runs", *SWEEP_RUNS, "--budgets", "20", "60", *common,
                          "--out-dir", "together")
@@ -204,21 +204,21 @@ def test_points_in_one_process_match_points_alone(tmp_path, params_file, data_di
 def test_trainer_gives_each_run_a_new_optimizer_and_schedule(params_file):
     """One compiled model serves runs of different lengths: Adam restarts at step 0 and the cosine spans each run."""
     from tests.support import synthetic_arrays
-    from tlpipe.model import build_model
-    from tlpipe.train import Data, Recipe, Trainer, make_deterministic
+    from tlpipe.core.model import build_model
+    from tlpipe.core.train import Data, Recipe, Trainer, make_deterministic
 
     params = load_params(params_file)
     arrays = synthetic_arrays(48, 1, seed=0)
     data = Data(arrays["x_train"][:32], arrays["y_train"][:32], arrays["x_train"][32:], arrays["y_train"][32:])
     make_deterministic(0)
-    trainer = Trainer(build_model("mnist", params.model, params.base.image_size), Recipe(0.01, "cosine"), 2)
+    trainer = Trainer(build_model("target", params.model, params.base.image_size), Recipe(0.01, "cosine"), 2)
     optimizer = trainer.model.optimizer
     for steps in (4, 8):
         trainer.fit_steps(data, steps, 16, seed=0)
         assert int(optimizer.iterations) == steps  # from 0 again, not on from the last run
         optimizer.iterations.assign(steps // 2)
         assert float(optimizer.learning_rate) == pytest.approx(0.005)  # half way down this run's cosine
-    constant = Trainer(build_model("mnist", params.model, params.base.image_size), Recipe(0.01, "constant"), 2)
+    constant = Trainer(build_model("target", params.model, params.base.image_size), Recipe(0.01, "constant"), 2)
     for steps in (4, 8):
         constant.fit_steps(data, steps, 16, seed=0)
         assert int(constant.model.optimizer.iterations) == steps
@@ -230,16 +230,16 @@ def test_trainer_keeps_its_arrays_in_numpy_and_tests_one_batch_per_call(params_f
     runs on `tester`, the trained layers themselves, one batch per graph call (not steps_per_execution)."""
     import tensorflow as tf
 
-    import tlpipe.points as points
+    import tlpipe.lab.points as points
     from tests.support import synthetic_arrays
-    from tlpipe.model import build_model
-    from tlpipe.train import Data, Recipe, Trainer, make_dataset, make_deterministic
+    from tlpipe.core.model import build_model
+    from tlpipe.core.train import Data, Recipe, Trainer, make_dataset, make_deterministic
 
     params = load_params(params_file)
     arrays = synthetic_arrays(48, 40, seed=0)
     data = Data(arrays["x_train"][:32], arrays["y_train"][:32], arrays["x_train"][32:], arrays["y_train"][32:])
     make_deterministic(0)
-    model = build_model("mnist", params.model, params.base.image_size)
+    model = build_model("target", params.model, params.base.image_size)
     trainer = Trainer(model, Recipe(0.01, "cosine"), steps_per_execution=2, in_place=True)
     copied, constant, run_arrays = [], tf.constant, (data.x_train, data.y_train, data.x_val, data.y_val)
 
@@ -276,7 +276,7 @@ def test_one_seed_gives_means_without_intervals(tmp_path, params_file, monkeypat
     import matplotlib.axes
 
     from tests.support import set_param
-    from tlpipe.sweep import plot_png
+    from tlpipe.lab.sweep import plot_png
 
     def records(seeds: list[int]) -> list[dict]:
         accuracy = {"transfer": 0.9, "frozen": 0.8, "scratch": 0.7}

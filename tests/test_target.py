@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.support import run_stage, set_param, write_image_folder
-from tlpipe.target import load_target
+from tlpipe.core.target import load_target
 
 
 def prepare(workdir: Path, folder: Path | str, **target) -> subprocess.CompletedProcess:
@@ -80,7 +80,7 @@ def test_a_test_folder_is_the_test_set(tmp_path, params_file):
 
 def test_mnist_stays_the_default_target(data_dir, params_file):
     """The downloaded MNIST: base.val_size random images held out, as the stages always split it."""
-    from tlpipe.data import load_npz, split_train_val
+    from tlpipe.core.data import load_npz, split_train_val
 
     data = load_target(data_dir / "target.npz")
     mnist = load_npz(data_dir / "mnist.npz")

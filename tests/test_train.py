@@ -7,13 +7,13 @@ import pytest
 import tensorflow as tf
 
 import stages.pretrain as pretrain_stage
-import tlpipe.train as train_module
+import tlpipe.core.train as train_module
 from tests.support import set_param, synthetic_arrays
-from tlpipe.errors import PipelineError
-from tlpipe.model import build_model, split_at_features
-from tlpipe.params import load_params
-from tlpipe.report import compare_metrics, epochs_to_threshold
-from tlpipe.train import (
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.model import build_model, split_at_features
+from tlpipe.core.params import load_params
+from tlpipe.core.report import compare_metrics, epochs_to_threshold
+from tlpipe.core.train import (
     BestWeights,
     Data,
     Recipe,
@@ -28,7 +28,7 @@ from tlpipe.train import (
     make_deterministic,
     training_devices,
 )
-from tlpipe.transfer import set_trainable
+from tlpipe.core.transfer import set_trainable
 
 EXTRACTOR = ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
 
@@ -57,7 +57,7 @@ def setup(params_file):
 
 def frozen_model(params, seed=0):
     make_deterministic(seed)
-    model = build_model("mnist", params.model, params.base.image_size)
+    model = build_model("target", params.model, params.base.image_size)
     set_trainable(model, EXTRACTOR, False, "transfer.freeze")
     return model
 
@@ -74,12 +74,12 @@ def test_cached_features_give_the_same_head_as_full_forward(setup):
     # The same computation, up to float rounding: the cache comes from frozen_extractor (batch norm folded into
     # the convolutions), the full forward from the layers one by one. A wrong cache (other features, other
     # batches) moves weights by ~1e-3 and more.
-    for name in ("mnist_dense", "mnist_out"):
+    for name in ("target_dense", "target_out"):
         for a, b in zip(full.get_layer(name).get_weights(), cached.get_layer(name).get_weights(), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     # and training really moved the head, so the comparison is not vacuous
-    untrained = frozen_model(params).get_layer("mnist_out").get_weights()[0]
-    assert not np.allclose(untrained, full.get_layer("mnist_out").get_weights()[0])
+    untrained = frozen_model(params).get_layer("target_out").get_weights()[0]
+    assert not np.allclose(untrained, full.get_layer("target_out").get_weights()[0])
 
 
 def random_statistics(model, seed=0):
@@ -162,7 +162,7 @@ def test_streamed_head_matches_the_full_forward_and_the_cache(setup, shift):
         model = frozen_model(params)
         train(model, data, phase, batch_size, 7, NullLive())
         trained[name] = model
-    for name in ("mnist_dense", "mnist_out"):
+    for name in ("target_dense", "target_out"):
         weights = {k: trained[k].get_layer(name).get_weights() for k in trained}
         for other in set(trained) - {"stream"}:
             for a, b in zip(weights[other], weights["stream"], strict=True):
@@ -192,7 +192,7 @@ def test_streamed_fit_trains_a_partly_frozen_extractor_whole(setup):
     runs = []
     for train in (fit, fit_head_streamed):
         make_deterministic(0)
-        model = build_model("mnist", params.model, params.base.image_size)
+        model = build_model("target", params.model, params.base.image_size)
         set_trainable(model, ["conv1", "bn1"], False, "transfer.freeze")
         before = model.get_layer("conv3").get_weights()[0].copy()
         train(model, data, phase, 16, 7, NullLive())
@@ -205,7 +205,7 @@ def test_streamed_fit_trains_a_partly_frozen_extractor_whole(setup):
 def test_cached_features_need_a_frozen_extractor(setup):
     params, data, phase = setup
     make_deterministic(0)
-    model = build_model("mnist", params.model, params.base.image_size)
+    model = build_model("target", params.model, params.base.image_size)
     set_trainable(model, ["conv1", "bn1"], False, "transfer.freeze")
     with pytest.raises(PipelineError, match="cache_features needs the whole extractor frozen.*"
                        r"\['bn2', 'bn3', 'conv2', 'conv3'\] are not in transfer.freeze; add them to "
@@ -226,7 +226,7 @@ def test_same_seed_same_weights(setup):
     runs = []
     for _ in range(2):
         make_deterministic(5)
-        model = build_model("mnist", params.model, params.base.image_size)
+        model = build_model("target", params.model, params.base.image_size)
         fit(model, data, phase, 16, 5, NullLive())
         runs.append(model.get_weights())
     for a, b in zip(*runs, strict=True):
@@ -309,7 +309,7 @@ def test_both_gather_paths_give_the_same_batches(monkeypatch):
 def test_best_weights_restores_the_start_when_the_start_was_best(setup):
     params, data, phase = setup
     make_deterministic(0)
-    model = build_model("mnist", params.model, params.base.image_size)
+    model = build_model("target", params.model, params.base.image_size)
     start = [w.copy() for w in model.get_weights()]
     Trainer(model, Recipe(0.01, "constant")).start(4)
     best = BestWeights(start_accuracy=1.1, steps_per_round=2)  # no round can beat the start
@@ -324,7 +324,7 @@ def test_best_weights_restores_the_start_when_the_start_was_best(setup):
     # TensorFlow's own wording (its kernels and tests), alone and inside a graph-execution error
     "{{function_node __wrapped__AdjustContrastv2_device_/job:localhost/replica:0/task:0/device:GPU:0}} A deterministic"
     " GPU implementation of AdjustContrastv2 is not currently available. [Op:AdjustContrastv2] name: ",
-    "Graph execution error:\n\nDetected at node mnist_out/x\nA deterministic GPU implementation of fused batch-norm"
+    "Graph execution error:\n\nDetected at node target_out/x\nA deterministic GPU implementation of fused batch-norm"
     " backprop, when training is disabled, is not currently available.\n\t [[{{node bn1/grad}}]]",
 ])
 def test_op_without_a_deterministic_kernel_is_one_line_naming_the_param(message):
@@ -342,7 +342,7 @@ def test_other_unimplemented_errors_pass_through():
 
 def test_training_devices_names_where_the_weights_live(setup):
     params, _, _ = setup
-    model = build_model("mnist", params.model, params.base.image_size)
+    model = build_model("target", params.model, params.base.image_size)
     devices = training_devices(model)
     expected = {"GPU:0"} if tf.config.list_physical_devices("GPU") else {"CPU:0"}
     assert set(devices) == expected
@@ -434,7 +434,7 @@ def test_a_trainer_run_again_from_fresh_weights_matches_a_new_trainer(setup):
 
     def fresh():
         make_deterministic(3)
-        return build_model("mnist", params.model, params.base.image_size)
+        return build_model("target", params.model, params.base.image_size)
 
     used = Trainer(fresh(), recipe, steps_per_execution=2)
     used.fit_steps(data, 4, 16, seed=1)  # an earlier, different run
@@ -453,8 +453,8 @@ def test_a_small_dataset_trains_at_least_min_steps_in_batches_no_larger_than_it(
     min_steps steps; a dataset with enough batches keeps one pass per epoch."""
     import keras
 
-    from tlpipe.data import Data
-    from tlpipe.train import Recipe, Trainer
+    from tlpipe.core.data import Data
+    from tlpipe.core.train import Recipe, Trainer
 
     params = load_params(params_file)
     rng = np.random.default_rng(0)
@@ -468,7 +468,7 @@ def test_a_small_dataset_trains_at_least_min_steps_in_batches_no_larger_than_it(
         keras.utils.set_random_seed(0)
         x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         y = (np.arange(n) % 10).astype(np.int32)
-        trainer = Trainer(build_model("mnist", params.model, params.base.image_size), Recipe(0.001, "cosine"))
+        trainer = Trainer(build_model("target", params.model, params.base.image_size), Recipe(0.001, "cosine"))
         seen.clear()
         trainer.fit_epochs(Data(x, y, x[:2], y[:2]), 2, 32, seed=0, callbacks=[Batches()], min_steps=min_steps)
         assert int(trainer.model.optimizer.iterations.numpy()) == expected == len(seen), n

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from tlpipe.errors import PipelineError
+from tlpipe.core.errors import PipelineError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -132,7 +132,7 @@ class Pretrain(Train):
 
 class Target(_Section):
     """What the transfer and scratch models learn: a dataset file of the download stage, or a folder of class
-    folders (tlpipe.folder)."""
+    folders (tlpipe.apps.folder)."""
 
     path: Annotated[str, _rule(lambda v: v.strip() != "", "must name data/mnist.npz or a folder of class folders")]
     preprocess: Preprocess
@@ -159,16 +159,6 @@ class Transfer(_Section):
 
 class FrozenHead(Train):
     batch_size: Count  # the head's own (fine-tuning and scratch train in batches of base.batch_size)
-    cache_features: bool
-
-    @model_validator(mode="after")
-    def _shift_needs_images(self) -> Self:
-        if self.cache_features and self.shift:
-            raise ValueError(
-                "{where}.shift needs {where}.cache_features: false "
-                "(cached features are computed once, from unshifted images)"
-            )
-        return self
 
 
 class Finetune(Train):
@@ -276,10 +266,10 @@ def read_yaml(text: str, path: str | Path) -> object:
 
 
 def main() -> None:
-    """`python -m tlpipe.params [FILE]`: check a params file as the stages will (make repro runs it first)."""
+    """`python -m tlpipe.core.params [FILE]`: check a params file as the stages will (make repro runs it first)."""
     import sys
 
-    from tlpipe.cli import run
+    from tlpipe.core.cli import run
 
     run(lambda: load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml"))
 

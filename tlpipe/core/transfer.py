@@ -16,8 +16,8 @@ import h5py
 import keras
 import numpy as np
 
-from tlpipe.errors import PipelineError
-from tlpipe.io import atomic_path
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.io import atomic_path
 
 FORMAT = "tlpipe-named-weights"
 VERSION = 1

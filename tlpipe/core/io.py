@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tlpipe.errors import PipelineError
+from tlpipe.core.errors import PipelineError
 
 # Temporary files of atomic writes in progress, so that an interrupt handler can remove them before exiting.
 PENDING: set[Path] = set()

@@ -1,8 +1,8 @@
 """The tables of README.md and docs/*.md, rendered from the results files: no number in them is typed by hand.
 
     make docs                                    render every marked table from the files in the workspace
-    python3 benchmarks/doc_tables.py --check     compare the documents with their tables, as committed at HEAD
-    python3 benchmarks/doc_tables.py results     print one table (of the names below) from the workspace
+    python3 tools/doc_tables.py --check     compare the documents with their tables, as committed at HEAD
+    python3 tools/doc_tables.py results     print one table (of the names below) from the workspace
 
 A table sits on its own lines between a pair of markers, in README.md or any docs/*.md:
 
@@ -21,24 +21,24 @@ Tables and their sources:
 
     answer          metrics/compare.json, metrics/data_efficiency.json (the README's finding, in words)
     results         metrics/compare.json (machine from its `machine` or the training logs' `devices`)
-    times           benchmarks/repro_times.json (benchmarks/time_command.py)
-    scale_out       benchmarks/scale_out.json (benchmarks/time_command.py: the sweep's shards and a collector)
+    times           results/repro_times.json (benchmarks/time_command.py)
+    scale_out       results/scale_out.json (benchmarks/time_command.py: the sweep's shards and a collector)
     sweep           metrics/data_efficiency.json (test accuracy per run and budget, paired transfer - scratch)
     sweep_figure    metrics/data_efficiency/accuracy.png, and where and when from metrics/data_efficiency.json
     sweep_paired    metrics/data_efficiency.json (frozen - scratch, transfer - frozen)
     sweep_findings  metrics/data_efficiency.json (where each paired difference is significant, in words)
     budget_rule     metrics/data_efficiency.json (the budget rule it was computed under, in words)
-    recipes         benchmarks/recipes.json (benchmarks/recipes.py)
-    performance     benchmarks/report.json (benchmarks/run.py)
-    targets         benchmarks/report.json and the targets below
-    bn_momentum     benchmarks/history/sweep_bn_momentum.json
-    experiments     benchmarks/history/*.json that hold a compare.json, and metrics/compare.json ("defaults")
-    history         benchmarks/history/*.json (each file's what, machine, date and note: why it is history)
-    own_images      benchmarks/own_images.json (benchmarks/own_images.py: the sweep on a folder, two sources)
-    own_answer      benchmarks/own_images.json (its finding in words)
-    few_labels      benchmarks/few_labels.json (benchmarks/few_labels.py: settings for a few labels, development set)
-    few_labels_report  benchmarks/few_labels_report.json (the chosen settings on the set they are reported on)
-    few_labels_answer  benchmarks/few_labels_report.json (the same, in words)
+    recipes         results/recipes.json (research/recipes.py)
+    performance     results/report.json (benchmarks/run.py)
+    targets         results/report.json and the targets below
+    bn_momentum     results/history/sweep_bn_momentum.json
+    experiments     results/history/*.json that hold a compare.json, and metrics/compare.json ("defaults")
+    history         results/history/*.json (each file's what, machine, date and note: why it is history)
+    own_images      results/own_images.json (research/own_images.py: the sweep on a folder, two sources)
+    own_answer      results/own_images.json (its finding in words)
+    few_labels      results/few_labels.json (research/few_labels.py: settings for a few labels, development set)
+    few_labels_report  results/few_labels_report.json (the chosen settings on the set they are reported on)
+    few_labels_answer  results/few_labels_report.json (the same, in words)
 """
 
 from __future__ import annotations
@@ -363,7 +363,7 @@ def render_study_answer(study: dict, fonts: dict, compare: dict) -> str:
         "| source → target | labels | transfer − scratch | frozen − scratch |", "|---|---|---|---|",
         line(study, "Fashion-MNIST → MNIST"), line(fonts, "MNIST → font digits"), "",
         f"Verdicts of the paired 95 % intervals against ±{study['margin'] * 100:g} points of test accuracy "
-        "(`metrics/study.json`, `benchmarks/font_pair.json`). " + render_mcnemar(compare)])
+        "(`metrics/study.json`, `results/font_pair.json`). " + render_mcnemar(compare)])
 
 
 def render_study_figure(study: dict, fonts: dict) -> str:
@@ -371,14 +371,14 @@ def render_study_figure(study: dict, fonts: dict) -> str:
             "intervals, equivalence band](metrics/study/gain.png)\n"
             "![The same for MNIST features on font digits](docs/font_pair_gain.png)\n\n"
             + measured(machine_name(study, ""), study.get("date"), "metrics/study.json") + " "
-            + measured(machine_name(fonts, ""), fonts.get("date"), "benchmarks/font_pair.json"))
+            + measured(machine_name(fonts, ""), fonts.get("date"), "results/font_pair.json"))
 
 
 # --- timings ---------------------------------------------------------------------------------------------------
 
 
 def render_times(times: dict) -> str:
-    """benchmarks/repro_times.json: the `make` commands first, then the rest in the file's order."""
+    """results/repro_times.json: the `make` commands first, then the rest in the file's order."""
     entries = sorted(times.items(), key=lambda item: not item[1]["command"].startswith("make "))
     lines = ["| what | command | wall time | items/s | peak RSS MB (largest process) | machine | date |",
              "|---|---|---:|---:|---:|---|---|"]
@@ -394,7 +394,7 @@ def render_times(times: dict) -> str:
 
 
 def render_recipes(results: dict) -> str:
-    """benchmarks/recipes.json: each variant's validation numbers per stage, where and when it ran."""
+    """results/recipes.json: each variant's validation numbers per stage, where and when it ran."""
     lines = ["| variant | change | stage | val. accuracy (last epoch) | val. loss | epochs | s / epoch | machine "
              "| date |", "|---|---|---|---:|---:|---:|---:|---|---|"]
     for name in sorted(results, key=lambda n: ("PSTH".find(n[0]), int(re.sub(r"\D", "", n) or 0), n)):
@@ -407,7 +407,7 @@ def render_recipes(results: dict) -> str:
 
 
 def render_performance(report: dict) -> str:
-    """benchmarks/report.json: each phase, both sides, and where and when it ran."""
+    """results/report.json: each phase, both sides, and where and when it ran."""
     ref, proj = report["reference"]["phases"], report["project"]["stages"]
     lines = ["| phase | reference s | project s | speedup | reference img/s | project img/s "
              "| reference test acc | project test acc | project peak RSS MB |",
@@ -421,7 +421,7 @@ def render_performance(report: dict) -> str:
                  f"| {report['speedup']['total']:.2f}x | | | | | {report['peak_rss_mb']} |")
     flags = ", ".join(report["machine"].get("flags", [])) if isinstance(report.get("machine"), dict) else ""
     more = f"; CPU flags {flags}" if flags else ""
-    return "\n".join([*lines, "", measured(machine_name(report, ""), report.get("date"), "benchmarks/report.json",
+    return "\n".join([*lines, "", measured(machine_name(report, ""), report.get("date"), "results/report.json",
                                            more)])
 
 
@@ -464,7 +464,7 @@ def render_targets(report: dict) -> str:
     return "\n".join(lines)
 
 
-# --- superseded results: benchmarks/history/ ---------------------------------------------------------------------
+# --- superseded results: results/history/ ---------------------------------------------------------------------
 
 
 def render_bn_momentum(report: dict) -> str:
@@ -476,7 +476,7 @@ def render_bn_momentum(report: dict) -> str:
         n = sum(p["run"] == run for p in report["points"])
         lines.append(row([run, str(n), f"{base:.4f}", f"{report['mean_val_accuracy']['variant'][run]:.4f}"]))
     return "\n".join([*lines, "", measured(machine_name(report, ""), report.get("date"),
-                                           "benchmarks/history/sweep_bn_momentum.json")])
+                                           "results/history/sweep_bn_momentum.json")])
 
 
 EXPERIMENT_ROWS = [("Fashion-MNIST pretrain", "pretrain"), ("MNIST frozen head only", "frozen_head"),
@@ -499,7 +499,7 @@ def render_experiments(columns: dict[str, dict]) -> str:
 
 
 def render_history(files: dict[str, dict]) -> str:
-    """benchmarks/history/: one row per file, from the file's own fields."""
+    """results/history/: one row per file, from the file's own fields."""
     lines = ["| file | what it measured | machine | date | status |", "|---|---|---|---|---|"]
     for name, record in sorted(files.items(), key=lambda item: (item[1].get("date", ""), item[0])):
         lines.append(row([f"`{name}`", record.get("what", ""), machine_name(record), record.get("date", ""),
@@ -520,8 +520,8 @@ def load_json(root: Path, rel: str) -> dict:
 def history(root: Path) -> dict[str, dict]:
     files = sorted((root / "benchmarks" / "history").glob("*.json"))
     if not files:
-        raise MissingSource("benchmarks/history/*.json")
-    return {f"benchmarks/history/{f.name}": json.loads(f.read_text()) for f in files}
+        raise MissingSource("results/history/*.json")
+    return {f"results/history/{f.name}": json.loads(f.read_text()) for f in files}
 
 
 def experiment_columns(root: Path) -> dict[str, dict]:
@@ -543,7 +543,7 @@ def arm_name(arm: str) -> str:
 
 
 def render_own_images(report: dict) -> str:
-    """benchmarks/own_images.json: test accuracy per arm and labels per class, then the paired differences."""
+    """results/own_images.json: test accuracy per arm and labels per class, then the paired differences."""
     budgets = [str(b) for b in report["budgets_per_class"]]
     lines = [row(["run", *[f"{b} per class" for b in budgets]]), row(["---"] * (len(budgets) + 1))]
     lines += [row([arm_name(arm), *[interval(report["arms"][arm][b]) for b in budgets]])
@@ -555,7 +555,7 @@ def render_own_images(report: dict) -> str:
     images = report["images"]
     more = (f"; {len(report['classes'])} classes, {images['test']:,} test images, mean over {len(report['seeds'])} "
             f"seeds with 95 % t-intervals, {wall_time(report['seconds'])}")
-    return "\n".join(lines) + "\n\n" + measured(report["machine"], report["date"], "benchmarks/own_images.json", more)
+    return "\n".join(lines) + "\n\n" + measured(report["machine"], report["date"], "results/own_images.json", more)
 
 
 def render_own_answer(report: dict) -> str:
@@ -580,7 +580,7 @@ def render_few_labels_answer(report: dict) -> str:
             f"{images['train'] + images['val']} labelled images, these settings' transfer model scored "
             f"{result['mean']['transfer']:.4f} on the other {images['test']} (mean of {len(result['folders'])} draws "
             f"of the labels: {draws}), from scratch {result['mean']['scratch']:.4f}. "
-            + measured(report["machine"], report["date"], "benchmarks/few_labels_report.json"))
+            + measured(report["machine"], report["date"], "results/few_labels_report.json"))
 
 
 def render_few_labels(report: dict) -> str:
@@ -609,39 +609,39 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "answer": lambda root: render_answer(load_json(root, "metrics/compare.json"),
                                          load_json(root, "metrics/data_efficiency.json")),
     "results": results,
-    "times": lambda root: render_times(load_json(root, "benchmarks/repro_times.json")),
-    "scale_out": lambda root: render_times(load_json(root, "benchmarks/scale_out.json")),
+    "times": lambda root: render_times(load_json(root, "results/repro_times.json")),
+    "scale_out": lambda root: render_times(load_json(root, "results/scale_out.json")),
     "sweep": lambda root: render_sweep(load_json(root, "metrics/data_efficiency.json")),
     "sweep_figure": lambda root: render_sweep_figure(load_json(root, "metrics/data_efficiency.json")),
     "sweep_paired": lambda root: render_sweep_paired(load_json(root, "metrics/data_efficiency.json")),
     "sweep_findings": lambda root: render_sweep_findings(load_json(root, "metrics/data_efficiency.json")),
     "budget_rule": lambda root: render_budget_rule(load_json(root, "metrics/data_efficiency.json")),
-    "recipes": lambda root: render_recipes(load_json(root, "benchmarks/recipes.json")),
-    "performance": lambda root: render_performance(load_json(root, "benchmarks/report.json")),
-    "targets": lambda root: render_targets(load_json(root, "benchmarks/report.json")),
-    "bn_momentum": lambda root: render_bn_momentum(load_json(root, "benchmarks/history/sweep_bn_momentum.json")),
+    "recipes": lambda root: render_recipes(load_json(root, "results/recipes.json")),
+    "performance": lambda root: render_performance(load_json(root, "results/report.json")),
+    "targets": lambda root: render_targets(load_json(root, "results/report.json")),
+    "bn_momentum": lambda root: render_bn_momentum(load_json(root, "results/history/sweep_bn_momentum.json")),
     "experiments": lambda root: render_experiments(experiment_columns(root)),
     "history": lambda root: render_history(history(root)),
-    "own_images": lambda root: render_own_images(load_json(root, "benchmarks/own_images.json")),
-    "own_answer": lambda root: render_own_answer(load_json(root, "benchmarks/own_images.json")),
-    "few_labels": lambda root: render_few_labels(load_json(root, "benchmarks/few_labels.json")
-                                                 | {"source": "benchmarks/few_labels.json"}),
-    "few_labels_answer": lambda root: render_few_labels_answer(load_json(root, "benchmarks/few_labels_report.json")),
+    "own_images": lambda root: render_own_images(load_json(root, "results/own_images.json")),
+    "own_answer": lambda root: render_own_answer(load_json(root, "results/own_images.json")),
+    "few_labels": lambda root: render_few_labels(load_json(root, "results/few_labels.json")
+                                                 | {"source": "results/few_labels.json"}),
+    "few_labels_answer": lambda root: render_few_labels_answer(load_json(root, "results/few_labels_report.json")),
     "study_answer": lambda root: render_study_answer(load_json(root, "metrics/study.json"),
-                                                     load_json(root, "benchmarks/font_pair.json"),
+                                                     load_json(root, "results/font_pair.json"),
                                                      load_json(root, "metrics/compare.json")),
     "study_figure": lambda root: render_study_figure(load_json(root, "metrics/study.json"),
-                                                     load_json(root, "benchmarks/font_pair.json")),
+                                                     load_json(root, "results/font_pair.json")),
     "study": lambda root: render_gains(load_json(root, "metrics/study.json"), "metrics/study.json"),
     "study_pairs": lambda root: render_study_pairs(load_json(root, "metrics/study.json")),
     "convergence": lambda root: render_convergence(load_json(root, "metrics/study.json"), "metrics/study.json"),
-    "font_pair": lambda root: render_gains(load_json(root, "benchmarks/font_pair.json"), "benchmarks/font_pair.json"),
-    "font_pair_pairs": lambda root: render_study_pairs(load_json(root, "benchmarks/font_pair.json")),
-    "study_times": lambda root: render_times({name: t for name, t in load_json(root, "benchmarks/repro_times.json")
+    "font_pair": lambda root: render_gains(load_json(root, "results/font_pair.json"), "results/font_pair.json"),
+    "font_pair_pairs": lambda root: render_study_pairs(load_json(root, "results/font_pair.json")),
+    "study_times": lambda root: render_times({name: t for name, t in load_json(root, "results/repro_times.json")
                                               .items() if name in ("make repro", "make study")}),
     "mcnemar": lambda root: render_mcnemar(load_json(root, "metrics/compare.json")),
-    "few_labels_report": lambda root: render_few_labels(load_json(root, "benchmarks/few_labels_report.json")
-                                                        | {"source": "benchmarks/few_labels_report.json"}),
+    "few_labels_report": lambda root: render_few_labels(load_json(root, "results/few_labels_report.json")
+                                                        | {"source": "results/few_labels_report.json"}),
 }
 
 
@@ -754,13 +754,13 @@ def check_committed(root: Path = ROOT) -> tuple[list[tuple[str, str, str]], int]
     """The problems of the documents committed at HEAD against their tables rendered from the files committed at
     HEAD by this script as committed at HEAD (so uncommitted work of any kind cannot fail it), and how many
     tables were checked. Raises Skip outside a git work tree, before the first commit, or when HEAD has no
-    benchmarks/doc_tables.py to render with."""
+    tools/doc_tables.py to render with."""
     with tempfile.TemporaryDirectory(prefix="doc-tables-") as tmp:
         head = Path(tmp)
         extract_head(root, head)
         script = head / "benchmarks" / "doc_tables.py"
         if not script.is_file():
-            raise Skip("HEAD has no benchmarks/doc_tables.py to render its tables with")
+            raise Skip("HEAD has no tools/doc_tables.py to render its tables with")
         spec = importlib.util.spec_from_file_location("doc_tables_at_head", script)
         committed = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(committed)

@@ -1,6 +1,6 @@
 """Run one machine's share of the label-budget sweep and push its results and run-cache to the DVC remote.
 
-    python -m tlpipe.shard 2/4          (or: make sweep-shard SHARD=2/4)
+    python -m tlpipe.lab.shard 2/4          (or: make sweep-shard SHARD=2/4)
 
 Shard i/n takes the sweep stages at positions i-1, i-1+n, i-1+2n, ... of `dvc stage list` (dvc.yaml's matrix
 order: seed by seed; a stage is one seed's points at every budget): the n shards are disjoint, cover every
@@ -29,7 +29,7 @@ import re
 import subprocess
 import time
 
-from tlpipe.errors import PipelineError
+from tlpipe.core.errors import PipelineError
 
 SWEEP_PREFIX = "sweep@"
 
@@ -142,6 +142,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from tlpipe.cli import run
+    from tlpipe.core.cli import run
 
     run(main)

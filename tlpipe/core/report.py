@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tlpipe.io import atomic_path, to_csv, write_text
-from tlpipe.style import RUN_COLORS
-from tlpipe.train import evaluate  # noqa: F401  (re-exported: compare and the tests import it from here)
+from tlpipe.core.io import atomic_path, to_csv, write_text
+from tlpipe.core.style import RUN_COLORS
+from tlpipe.core.train import evaluate  # noqa: F401  (re-exported: compare and the tests import it from here)
 
 # Files written into the plots folder; dvc.yaml's top-level `plots:` names the same files.
 CURVES_CSV = "curves.csv"

@@ -10,7 +10,7 @@ from pathlib import Path
 from dvclive import Live
 from dvclive.utils import standardize_metric_name
 
-from tlpipe.errors import PipelineError
+from tlpipe.core.errors import PipelineError
 
 
 def open_live(directory: str | Path) -> Live:

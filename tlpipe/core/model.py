@@ -5,21 +5,22 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tlpipe.params import Model as ModelParams
+from tlpipe.core.params import Model as ModelParams
 
-TASKS = ("fashion", "mnist")
+ROLES = ("source", "target")
 # The last layer of the feature extractor; everything after it is the task's head.
 FEATURES = "flatten"
 
 
-def build_model(task: str, arch: ModelParams, image_size: int, num_classes: int = 10) -> keras.Model:
-    """Build the CNN for `task`: a shared, named feature extractor and a task-specific named head.
+def build_model(role: str, arch: ModelParams, image_size: int, num_classes: int = 10) -> keras.Model:
+    """Build the CNN for `role` (source: pretraining; target: transfer and scratch): a shared, named feature
+    extractor and a head named by its role.
 
     The model takes raw uint8-valued pixels (as float or uint8) and rescales them itself, so every
     stage feeds it the same arrays. Call keras.utils.set_random_seed first for a reproducible init.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     inputs = keras.Input((image_size, image_size, 1), name="image")
     x = layers.Rescaling(1 / 255, name="rescale")(inputs)
     for i, filters in enumerate(arch.conv_filters, start=1):
@@ -29,12 +30,12 @@ def build_model(task: str, arch: ModelParams, image_size: int, num_classes: int 
         if i < len(arch.conv_filters):
             x = layers.MaxPooling2D(name=f"pool{i}")(x)
     x = layers.Flatten(name=FEATURES)(x)
-    # Fashion's head is the seed's Dense(256); MNIST's is a new, differently named Dense(128) head.
-    width = arch.pretrain_dense if task == "fashion" else arch.head_dense
-    x = layers.Dense(width, activation="relu", name=f"{task}_dense")(x)
-    x = layers.Dropout(arch.dropout, name=f"{task}_dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name=f"{task}_out")(x)
-    return keras.Model(inputs, outputs, name=f"{task}_cnn")
+    # The source's head is the seed's Dense(256); the target's is a new, differently named Dense(128) head.
+    width = arch.pretrain_dense if role == "source" else arch.head_dense
+    x = layers.Dense(width, activation="relu", name=f"{role}_dense")(x)
+    x = layers.Dropout(arch.dropout, name=f"{role}_dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name=f"{role}_out")(x)
+    return keras.Model(inputs, outputs, name=f"{role}_cnn")
 
 
 def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:

@@ -9,8 +9,8 @@ import signal
 import sys
 from collections.abc import Callable
 
-from tlpipe import io
-from tlpipe.errors import PipelineError
+from tlpipe.core import io
+from tlpipe.core.errors import PipelineError
 
 DEBUG_ENV = "TLPIPE_DEBUG"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -19,7 +19,7 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 def _die_with_dvc() -> None:
     """In a command that DVC runs (it sets DVC_STAGE), ask Linux to send SIGTERM when the parent, dvc, dies, so
     that a killed `dvc repro` leaves no stage training on behind it; io also refuses to publish outputs once the
-    parent is gone. Done on import, before TensorFlow's seconds-long one."""
+    parent is gone."""
     if not os.environ.get("DVC_STAGE"):
         return
     io.PARENT = os.getppid()
@@ -30,12 +30,10 @@ def _die_with_dvc() -> None:
         os._exit(143)
 
 
-_die_with_dvc()
-
-
 def run(main: Callable[[], None]) -> None:
     """Call `main`; turn PipelineError, OSError, Ctrl-C and SIGTERM into one line (a traceback only with
     TLPIPE_DEBUG=1)."""
+    _die_with_dvc()
     stage = os.path.splitext(os.path.basename(sys.argv[0]))[0]
 
     def stopped(signum: int, frame: object) -> None:

@@ -1,6 +1,6 @@
 """Make a small digit set that is not MNIST: the digits 0-9 rendered from the fonts on this machine.
 
-Usage: python benchmarks/fontdigits.py OUT [--per-font 2] [--test-share 0.4] [--seed 0]
+Usage: python research/fontdigits.py OUT [--per-font 2] [--test-share 0.4] [--seed 0]
 
 Writes OUT/<digit>/<font>-<k>.png for the training fonts and OUT/test/<digit>/... for the others (fonts are split,
 not images, so the test set's fonts are never seen in training): the layout the prepare stage reads as a target

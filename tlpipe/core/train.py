@@ -17,13 +17,12 @@ import numpy as np
 import tensorflow as tf
 from dvclive.keras import DVCLiveCallback
 
-from tlpipe.data import Data, load_npz, split_train_val
-from tlpipe.errors import PipelineError
-from tlpipe.io import check_writable, pending, write_json
-from tlpipe.live import log_run, open_live
-from tlpipe.model import split_at_features
-from tlpipe.params import Base, Train
-from tlpipe.transfer import save_weights
+from tlpipe.core.data import Data, load_npz, split_train_val
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.io import check_writable, pending, write_json
+from tlpipe.core.live import log_run, open_live
+from tlpipe.core.params import Base, Train
+from tlpipe.core.transfer import save_weights
 
 
 def make_deterministic(seed: int, ops: bool = True) -> None:
@@ -110,13 +109,12 @@ def shift_and_flip(images: tf.Tensor, shift: int, flip: bool, seed: tf.Tensor) -
 
 def make_dataset(
     x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None, repeat: bool = False,
-    shift: int = 0, flip: bool = False, extract=None, in_place: bool | None = None,
+    shift: int = 0, flip: bool = False, in_place: bool | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 inputs, labels), reshuffled every epoch when seeded; endless when `repeat`.
 
     Shuffles indices and gathers whole batches: no per-example copies into a shuffle buffer, one cast per
     batch. Both gather paths give the same batches. `shift` and `flip` augment each batch (needs a seed).
-    `extract` (see frozen_extractor) turns each (augmented) batch of images into the frozen extractor's features.
     `in_place`: gather from the NumPy arrays themselves (True) or from a TensorFlow copy (False); by default only
     arrays above IN_PLACE_BYTES are gathered in place.
     """
@@ -165,8 +163,6 @@ def make_dataset(
         batches = batches.enumerate().map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         batches = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    if extract is not None:
-        batches = batches.map(lambda batch, labels: (extract(batch), labels))
     # tf.data's autotuning off: with it on, a fit sometimes spent seconds in the input pipeline's teardown after
     # its last step, and no epoch ran faster (docs/performance.md).
     options = tf.data.Options()
@@ -275,17 +271,15 @@ class Trainer:
             slot.assign(np.zeros(slot.shape, slot.dtype))
         self.schedule.start(self.recipe, total_steps)
 
-    def _dataset(self, x, y, batch_size, seed=None, repeat=False, extract=None, train=False):
+    def _dataset(self, x, y, batch_size, seed=None, repeat=False, train=False):
         augment = {"shift": self.recipe.shift, "flip": self.recipe.flip} if train else {}
-        return make_dataset(x, y, batch_size, shuffle_seed=seed, repeat=repeat, extract=extract,
-                            in_place=self.in_place, **augment)
+        return make_dataset(x, y, batch_size, shuffle_seed=seed, repeat=repeat, in_place=self.in_place, **augment)
 
-    def fit_epochs(self, data: Data, epochs: int, batch_size: int, seed: int, callbacks=(), extract=None,
-                   verbose: int = 0, first_epoch: int = 1, min_steps: int = 1) -> None:
+    def fit_epochs(self, data: Data, epochs: int, batch_size: int, seed: int, callbacks=(), verbose: int = 0,
+                   first_epoch: int = 1, min_steps: int = 1) -> None:
         """Train for `epochs` passes over the training images, validating after each, and at least `min_steps`
         steps: an epoch of a small dataset goes round its images more than once, in batches no larger than it.
-        `extract` maps each batch of images to features in the input pipeline (a head on a frozen extractor,
-        fit_head_streamed)."""
+        Layers set untrainable (a frozen extractor) stay as they are."""
         batch_size = min(batch_size, len(data.x_train))
         per_pass = math.ceil(len(data.x_train) / batch_size)
         per_epoch = max(per_pass, math.ceil(min_steps / epochs))
@@ -293,9 +287,8 @@ class Trainer:
         rounds = per_epoch > per_pass  # one pass per epoch (the whole of MNIST) keeps the dataset's epochs
         with deterministic_kernels():
             self.model.fit(
-                self._dataset(data.x_train, data.y_train, batch_size, seed, repeat=rounds, extract=extract,
-                              train=True),
-                validation_data=self._dataset(data.x_val, data.y_val, batch_size, extract=extract),
+                self._dataset(data.x_train, data.y_train, batch_size, seed, repeat=rounds, train=True),
+                validation_data=self._dataset(data.x_val, data.y_val, batch_size),
                 epochs=epochs,
                 steps_per_epoch=per_epoch if rounds else None,
                 callbacks=[FiniteLoss(self.recipe.lr_key, first_epoch), *callbacks],
@@ -385,173 +378,17 @@ class BestWeights(keras.callbacks.Callback):
 
 def fit(
     model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1,
-    extract=None, key: str = "", min_steps: int = 1,
+    key: str = "", min_steps: int = 1,
 ) -> float:
     """Train `model` for one pipeline phase (`phase.epochs` epochs of its Recipe, params section `key`, at least
     `min_steps` steps); log to `live`; return the wall seconds taken. Epochs are logged by DVCLive's Keras callback
-    with step = epoch number, counted on from `first_epoch`. `extract`: see Trainer.fit_epochs."""
+    with step = epoch number, counted on from `first_epoch`."""
     start = time.perf_counter()
     trainer = Trainer(model, Recipe.of(phase, key))
     live.step = first_epoch
-    trainer.fit_epochs(data, phase.epochs, batch_size, seed, [DVCLiveCallback(live=live)], extract, verbose=2,
+    trainer.fit_epochs(data, phase.epochs, batch_size, seed, [DVCLiveCallback(live=live)], verbose=2,
                        first_epoch=first_epoch, min_steps=min_steps)
     return time.perf_counter() - start
-
-
-def _conv(kernel: np.ndarray, bias: np.ndarray, padding: str):
-    k, b = tf.constant(kernel, tf.float32), tf.constant(bias, tf.float32)
-    return lambda x: tf.nn.bias_add(tf.nn.conv2d(x, k, 1, padding), b)
-
-
-def _max_pool(size, strides, padding: str):
-    return lambda x: tf.nn.max_pool2d(x, size, strides, padding)
-
-
-def _fold(extractor: keras.Model) -> list | None:
-    """The extractor's layers as TensorFlow ops with each BatchNormalization folded into the Conv2D before it, or
-    None when a layer is not one this can fold exactly (frozen, channels-last, of the types the builder uses)."""
-    ops = []
-    layers_ = [layer for layer in extractor.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if any(layer.trainable and layer.weights for layer in layers_):
-        return None
-    channels_last = all(layer.get_config().get("data_format", "channels_last") == "channels_last" for layer in layers_)
-    if not channels_last:
-        return None
-    i = 0
-    while i < len(layers_):
-        layer = layers_[i]
-        config = layer.get_config()
-        if isinstance(layer, keras.layers.Rescaling) and np.ndim(layer.scale) == np.ndim(layer.offset) == 0:
-            ops.append(_affine(float(layer.scale), float(layer.offset)))
-        elif isinstance(layer, keras.layers.Conv2D) and config["activation"] == "linear" and config[
-            "strides"
-        ] == (1, 1) and config["dilation_rate"] == (1, 1) and config["groups"] == 1:
-            kernel = layer.kernel.numpy().astype(np.float64)
-            bias = layer.bias.numpy().astype(np.float64) if layer.use_bias else np.zeros(kernel.shape[-1])
-            following = layers_[i + 1] if i + 1 < len(layers_) else None
-            if isinstance(following, keras.layers.BatchNormalization) and following.axis in (-1, 3):
-                bn = following
-                scale = 1.0 / np.sqrt(bn.moving_variance.numpy().astype(np.float64) + bn.epsilon)
-                if bn.scale:
-                    scale = scale * bn.gamma.numpy()
-                bias = (bias - bn.moving_mean.numpy()) * scale + (bn.beta.numpy() if bn.center else 0.0)
-                kernel = kernel * scale
-                i += 1
-            ops.append(_conv(kernel, bias, config["padding"].upper()))
-        elif isinstance(layer, keras.layers.ReLU) and config["max_value"] is None and not config[
-            "negative_slope"
-        ] and not config["threshold"]:
-            ops.append(tf.nn.relu)
-        elif isinstance(layer, keras.layers.MaxPooling2D):
-            ops.append(_max_pool(config["pool_size"], config["strides"], config["padding"].upper()))
-        elif isinstance(layer, keras.layers.Flatten):
-            ops.append(lambda x: tf.reshape(x, (tf.shape(x)[0], -1)))
-        else:
-            return None
-        i += 1
-    return ops
-
-
-def _affine(scale: float, offset: float):
-    return lambda x: x * scale + offset
-
-
-def frozen_extractor(extractor: keras.Model):
-    """`extractor` (frozen, BatchNormalization in inference mode) as one fixed function of a batch of images.
-
-    Each Conv2D and the BatchNormalization after it are folded into one convolution with a bias (the moving
-    statistics scale the kernel and shift the bias), which TensorFlow's CPU graph optimizer fuses with the
-    ReLU after it into one op, where the layers one by one pass over every activation four times (bias, scale,
-    shift, ReLU), so the folded pass is faster (docs/performance.md). The same function up to float rounding (a test
-    checks it against the layers). An extractor with a layer this cannot fold exactly runs as its layers, in
-    inference mode; the function's `folded` says which.
-    """
-    ops = _fold(extractor)
-
-    def run(batch: tf.Tensor) -> tf.Tensor:
-        x = tf.cast(batch, tf.float32)
-        if ops is None:
-            return extractor(x, training=False)
-        for op in ops:
-            x = op(x)
-        return x
-
-    run.folded = ops is not None
-    return run  # traced where it is used: inline in an input pipeline's map (faster than a nested tf.function)
-
-
-def split_frozen(model: keras.Model, key: str, fix: str) -> tuple:
-    """(frozen_extractor of `model`'s extractor, its head). The head shares the model's layers, so training it
-    trains `model`. `key` names the setting that needs the whole extractor frozen, `fix` what the user can do."""
-    extractor, head = split_at_features(model)
-    if extractor.trainable_weights:
-        trainable = sorted({w.path.split("/")[0] for w in extractor.trainable_weights})
-        raise PipelineError(
-            f"params.yaml: {key} needs the whole extractor frozen, but {trainable} are not in transfer.freeze; {fix}"
-        )
-    return frozen_extractor(extractor), head
-
-
-def cache_features(
-    model: keras.Model, data: Data, batch_size: int, key: str,
-    fix: str = "add them to transfer.layers and transfer.freeze",
-) -> tuple[keras.Model, Data]:
-    """Split `model` at its features; return (head, `data` with images replaced by the extractor's outputs).
-
-    When the extractor is frozen with BatchNormalization in inference mode it is a fixed function
-    (frozen_extractor), so running it every step would recompute the same features (up to float rounding). The head
-    shares the model's layers, so training it trains `model`. `key` names the setting that asked for the cache,
-    `fix` what the user can do when the extractor is not frozen.
-    """
-    extract, head = split_frozen(model, key, fix)
-    run = tf.function(extract, reduce_retracing=True)
-
-    # The images in order, sliced from NumPy: no shuffle, gather or input-pipeline threads competing with the
-    # convolutions for the CPU (about 10 % faster than make_dataset's batches, docs/performance.md).
-    def features(x: np.ndarray) -> np.ndarray:
-        out = np.empty((len(x), *head.input.shape[1:]), np.float32)  # filled in place: no 2x peak
-        images = x.reshape(len(x), *model.input.shape[1:])
-        for i in range(0, len(x), batch_size):
-            out[i : i + batch_size] = run(images[i : i + batch_size]).numpy()
-        return out
-
-    return head, Data(features(data.x_train), data.y_train, features(data.x_val), data.y_val)
-
-
-def fit_head_on_features(
-    model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1,
-    key: str = "", min_steps: int = 1,
-) -> float:
-    """Train only the head, on extractor outputs computed once per image (see cache_features).
-
-    Same shuffle seed and batches as `fit`, so the head sees the same updates.
-    """
-    start = time.perf_counter()
-    head, cached = cache_features(
-        model, data, batch_size, "frozen_head.cache_features",
-        fix="add them to transfer.layers and transfer.freeze, or set frozen_head.cache_features: false",
-    )
-    fit(head, cached, phase, batch_size, seed, live, first_epoch, key=key, min_steps=min_steps)
-    return time.perf_counter() - start
-
-
-def fit_head_streamed(
-    model: keras.Model, data: Data, phase: Train, batch_size: int, seed: int, live, first_epoch: int = 1,
-    key: str = "", min_steps: int = 1,
-) -> float:
-    """Train `model` on the images; when its whole extractor is frozen, run the extractor as frozen_extractor
-    in the input pipeline and train only the head on its outputs.
-
-    The same batches, augmentation and updates as `fit(model, ...)`, up to float rounding, with no feature
-    cache in memory; the input pipeline's thread computes the next batch's features while the head trains on
-    this one. With a partly trainable extractor this is `fit(model, ...)`.
-    """
-    extractor, head = split_at_features(model)
-    # A GPU runs the extractor inside each step; functions in an input pipeline would run it on the CPU.
-    if extractor.trainable_weights or tf.config.list_physical_devices("GPU"):
-        return fit(model, data, phase, batch_size, seed, live, first_epoch, key=key, min_steps=min_steps)
-    return fit(head, data, phase, batch_size, seed, live, first_epoch, extract=frozen_extractor(extractor), key=key,
-               min_steps=min_steps)
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
@@ -575,20 +412,16 @@ def load_train_val(path: Path, base: Base) -> Data:
 
 def train_and_save(
     model: keras.Model, data: Data, phase: Train, base: Base, logs: Path, weights_out: Path,
-    *, key: str, first_epoch: int = 1, head: str = "", batch_size: int | None = None,
+    *, key: str, first_epoch: int = 1, batch_size: int | None = None,
     report: tuple[Path, dict] | None = None,
 ) -> None:
     """Train one phase (params section `key`) with DVCLive logs (its wall time and devices too) in `logs`, then
     save the weights by layer name, and `report` (path, content) as JSON before them. Batches of `batch_size`
     images, by default `base.batch_size`. Every output is checked for writability first; if training fails, the
-    logs DVCLive wrote as it went are removed and nothing else is written.
-
-    `head`: "" trains `model` as it is (fit), "stream" runs a frozen extractor in the input pipeline
-    (fit_head_streamed), "cache" computes its features once (fit_head_on_features)."""
+    logs DVCLive wrote as it went are removed and nothing else is written."""
     check_writable(logs, weights_out, *([report[0]] if report else []))
-    train = {"": fit, "stream": fit_head_streamed, "cache": fit_head_on_features}[head]
     with pending(logs), open_live(logs) as live:  # DVCLive writes as it goes: removed if training fails
-        seconds = train(model, data, phase, batch_size or base.batch_size, base.seed, live, first_epoch, key=key,
+        seconds = fit(model, data, phase, batch_size or base.batch_size, base.seed, live, first_epoch, key=key,
                         min_steps=base.min_steps)
         log_run(live, seconds, training_devices(model))
     if report:

@@ -1,6 +1,6 @@
-"""Training the label-budget sweep's points (tlpipe.sweep has the subsets, the budget rule and the statistics).
+"""Training the label-budget sweep's points (tlpipe.lab.sweep has the subsets, the budget rule and the statistics).
 
-Kept apart from tlpipe.sweep so that aggregating the points (data_efficiency) does not depend on training code.
+Kept apart from tlpipe.lab.sweep so that aggregating the points (data_efficiency) does not depend on training code.
 """
 
 from __future__ import annotations
@@ -11,17 +11,15 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from tlpipe.errors import PipelineError
-from tlpipe.live import utc_date
-from tlpipe.model import build_model
-from tlpipe.params import SWEEP_RUNS, Params
-from tlpipe.sweep import budget_rule, labelled_order, per_class_count, point_name, split_budget, split_steps
-from tlpipe.train import Data, Recipe, Trainer, cache_features, evaluate, make_deterministic, training_devices
-from tlpipe.transfer import adapt_batchnorm, block_layers, set_trainable, transfer_by_name
-
-# adabn's and random_frozen's extractors are new functions of each point's weights, traced once per point by design
-logging.getLogger("tensorflow").addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.live import utc_date
+from tlpipe.core.model import build_model, split_at_features
+from tlpipe.core.params import SWEEP_RUNS, Params
+from tlpipe.core.train import Data, Recipe, Trainer, evaluate, make_deterministic, training_devices
+from tlpipe.core.transfer import adapt_batchnorm, block_layers, transfer_by_name
+from tlpipe.lab.sweep import budget_rule, labelled_order, per_class_count, point_name, split_budget, split_steps
 
 UNTRANSFERRED = {"scratch", "random_frozen"}  # start from the random init alone
 HEAD_ONLY = {"frozen", "adabn", "random_frozen"}  # train the head on a frozen extractor for every step
@@ -38,6 +36,8 @@ def run_points(
     one it would get alone. What the points share is kept in a SeedRuns: the frozen extractor's features and the
     compiled models with their traced functions.
     """
+    # adabn's and random_frozen's extractors are new functions of each point's weights, traced once per point
+    logging.getLogger("tensorflow").addFilter(lambda rec: "triggered tf.function retracing" not in rec.getMessage())
     unknown = [run for run in runs if run not in SWEEP_RUNS]
     if unknown:
         raise PipelineError(f"sweep run must be one of {list(SWEEP_RUNS)}, got {unknown[0]!r}")
@@ -96,7 +96,7 @@ class SeedRuns:
                  source_weights: Path | None):
         self.params, self.seed, self.source_weights = params, seed, source_weights
         self.images, self.labels, self.largest = images, labels, largest
-        self.classes = int(labels.max()) + 1  # every class is in the labelled pool (tlpipe.target)
+        self.classes = int(labels.max()) + 1  # every class is in the labelled pool (tlpipe.core.target)
         cfg = params.sweep
         self.recipes = {"whole": Recipe(cfg.lr, cfg.schedule, lr_key="sweep.lr"),
                         "head": Recipe(cfg.head_lr, cfg.schedule, lr_key="sweep.head_lr")}
@@ -111,7 +111,7 @@ class SeedRuns:
         scratch and random_frozen."""
         make_deterministic(self.seed, self.params.base.deterministic)
         arch = self.params.model.model_copy(update={"bn_momentum": self.params.sweep.bn_momentum})
-        model = build_model("mnist", arch, self.params.base.image_size, self.classes)
+        model = build_model("target", arch, self.params.base.image_size, self.classes)
         names = self.params.transfer.layers
         if run.startswith("depth"):
             names = block_layers(names, int(run.removeprefix("depth")))
@@ -158,13 +158,27 @@ class SeedRuns:
         return self.head, features
 
     def _features(self, data: Data) -> tuple[keras.Model, Data]:
-        """cache_features of the whole model as it is now, its extractor frozen for the features only: the whole
-        model stays trainable, as its train function was traced."""
-        model, freeze = self.whole.model, self.params.transfer.freeze
-        set_trainable(model, freeze, False, "transfer.freeze")
-        head, features = cache_features(model, data, self.params.sweep.batch_size, "transfer.freeze")
-        set_trainable(model, freeze, True, "transfer.freeze")
-        return head, features
+        """(head, `data` with its images replaced by the extractor's outputs). A frozen extractor, BatchNormalization
+        in inference mode, is a fixed function of the image: a head-only run computes it once per image instead of
+        at every step. The head shares the whole model's layers, so training it trains the whole model."""
+        extractor, head = split_at_features(self.whole.model)
+        frozen = set(self.params.transfer.freeze)
+        missing = sorted(layer.name for layer in extractor.layers if layer.weights and layer.name not in frozen)
+        if missing:
+            raise PipelineError(f"params.yaml: the sweep's head-only runs need the whole extractor frozen, but "
+                                f"{missing} are not in transfer.freeze; add them to transfer.layers and "
+                                "transfer.freeze")
+        run = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+        size = self.params.sweep.batch_size
+
+        def features(x: np.ndarray) -> np.ndarray:
+            out = np.empty((len(x), *head.input.shape[1:]), np.float32)  # filled in place: no 2x peak
+            images = x.reshape(len(x), *extractor.input.shape[1:])
+            for i in range(0, len(x), size):
+                out[i : i + size] = run(images[i : i + size].astype(np.float32)).numpy()
+            return out
+
+        return head, Data(features(data.x_train), data.y_train, features(data.x_val), data.y_val)
 
     def _head_features(self, data: Data) -> tuple[Trainer, Data]:
         """The head's Trainer and `data`'s features (the first `len(data.x_val)` images of the seed's order are

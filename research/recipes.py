@@ -1,6 +1,6 @@
 """Recipe search: train variants of the default params and record their *validation* numbers (never test).
 
-    python benchmarks/recipes.py benchmarks/recipes.yaml --out benchmarks/recipes.json [--only NAME ...]
+    python research/recipes.py research/recipes.yaml --out results/recipes.json [--only NAME ...]
 
 Each variant in the YAML file names the stages it runs (as dvc.yaml's commands, in a scratch copy of the
 project with data/ linked in), its `dvc exp run -S`-style overrides, and optionally `reuse`: an earlier
@@ -25,10 +25,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` importable when run as a script
 from benchmarks.bench import cpu_info, timed
-from benchmarks.doc_tables import render_recipes
 from benchmarks.run import ROOT, copy_project, stage_env
-from tlpipe.io import write_json
-from tlpipe.live import read_curve, read_summary
+from tlpipe.core.io import write_json
+from tlpipe.core.live import read_curve, read_summary
+from tools.doc_tables import render_recipes
 
 
 def run_variant(variant: dict, work: Path, data: Path, env: dict, done: dict) -> dict:
@@ -67,8 +67,8 @@ def run_variant(variant: dict, work: Path, data: Path, env: dict, done: dict) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variants", type=Path, nargs="?", default=ROOT / "benchmarks" / "recipes.yaml")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "recipes.json")
+    parser.add_argument("variants", type=Path, nargs="?", default=ROOT / "research" / "recipes.yaml")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "recipes.json")
     parser.add_argument("--data", type=Path, default=ROOT / "data")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tlpipe-recipes"))
     parser.add_argument("--only", nargs="*", help="run just these variants")

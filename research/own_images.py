@@ -1,11 +1,11 @@
 """The label-budget sweep on a folder of one's own images, from two sources: which pretraining helps, and when.
 
-Usage: python benchmarks/own_images.py --folder DIR --weights mnist=W1 fashion_mnist=W2 --out REPORT.json
+Usage: python research/own_images.py --folder DIR --weights mnist=W1 fashion_mnist=W2 --out REPORT.json
        [--budgets 1 5 10 30] [--seeds 0 1 2 3 4] [--plot FIGURE.png]
-       python benchmarks/own_images.py --replot REPORT.json FIGURE.png   (the figure again, from a report)
+       python research/own_images.py --replot REPORT.json FIGURE.png   (the figure again, from a report)
 
 The folder is read as the prepare stage reads params target.path (with its test/ as the test set). Each seed
-draws the labels per class and the initialisation; at each budget, the sweep's runs (tlpipe.points, the engine of
+draws the labels per class and the initialisation; at each budget, the sweep's runs (tlpipe.lab.points, the engine of
 the sweep stages, with params sweep.* and sweep.per_class) train on the same labelled images: transfer and frozen
 from each source's pretrained weights (models/source.named.h5 of a pipeline run with that pretrain.source), and
 scratch. The report has, per arm and budget, the mean test accuracy over seeds with its 95 % t-interval, and the
@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench import cpu_info  # noqa: E402
-from tlpipe.folder import prepare_target  # noqa: E402
-from tlpipe.params import load_params  # noqa: E402
-from tlpipe.sweep import summarize  # noqa: E402
+from tlpipe.apps.folder import prepare_target  # noqa: E402
+from tlpipe.core.params import load_params  # noqa: E402
+from tlpipe.lab.sweep import summarize  # noqa: E402
 
 LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 PAIRS = [("transfer[mnist]", "scratch"), ("transfer[fashion_mnist]", "scratch"), ("frozen[mnist]", "scratch"),
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
     weights = dict(item.split("=", 1) for item in args.weights)
-    from tlpipe.points import run_points  # TensorFlow: after the arguments are checked
+    from tlpipe.lab.points import run_points  # TensorFlow: after the arguments are checked
 
     params, data, report = folder_sweep(args.folder, args.budgets, args.seeds)
     arrays = data.arrays()

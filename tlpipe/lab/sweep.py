@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tlpipe.errors import PipelineError
-from tlpipe.params import SWEEP_RUNS, Sweep
-from tlpipe.style import RUN_COLORS
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.params import SWEEP_RUNS, Sweep
+from tlpipe.core.style import RUN_COLORS
 
 
 def labelled_order(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -279,7 +279,7 @@ def plot_png(path: Path, summary: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tlpipe.io import atomic_path
+    from tlpipe.core.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     intervals = True
@@ -319,7 +319,7 @@ def plot_gain(path: Path, summary: dict, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tlpipe.io import atomic_path
+    from tlpipe.core.io import atomic_path
 
     rows = gain_rows(summary)
     runs = [run for run in summary["runs"] if any(r["run"] == run for r in rows)]
@@ -356,7 +356,7 @@ def plot_convergence(path: Path, rows: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tlpipe.io import atomic_path
+    from tlpipe.core.io import atomic_path
 
     budgets = sorted({r["labels"] for r in rows})
     fig, axes = plt.subplots(1, max(1, len(budgets)), figsize=(2.6 * max(1, len(budgets)), 3.2), dpi=120,

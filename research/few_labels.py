@@ -1,13 +1,13 @@
 """Candidate settings for a target folder with few labels, each run through the pipeline's own stage scripts.
 
-Usage: python benchmarks/few_labels.py --folder DIR [DIR ...] --weights mnist=W1 [fashion_mnist=W2] --out REPORT.json
+Usage: python research/few_labels.py --folder DIR [DIR ...] --weights mnist=W1 [fashion_mnist=W2] --out REPORT.json
        [--set key=value ...] [--candidate name key=value ... ]
 
 For each candidate (a name and params overrides on top of params.yaml and --set) and each folder, in a temporary
 folder: prepare, frozen_head, finetune and scratch as `dvc repro` runs them, from the pretrained weights of the
 candidate's pretrain.source (a pipeline run's models/source.named.h5), then the frozen head's, the transfer and the
 scratch models' accuracy on the folder's test/ images. Choose with folders whose test/ is a development set, never
-the set you report on (benchmarks/handwritten.py makes both). The report has each candidate's overrides, its
+the set you report on (research/handwritten.py makes both). The report has each candidate's overrides, its
 accuracies per folder and their mean, and the stages' wall time.
 """
 
@@ -39,15 +39,15 @@ STAGES = [
 
 SCORE = """
 import json, sys
-from tlpipe.model import build_model
-from tlpipe.params import load_params
-from tlpipe.report import evaluate
-from tlpipe.target import load_target
-from tlpipe.transfer import load_weights
+from tlpipe.core.model import build_model
+from tlpipe.core.params import load_params
+from tlpipe.core.report import evaluate
+from tlpipe.core.target import load_target
+from tlpipe.core.transfer import load_weights
 params, target = load_params(), load_target("data/target.npz")
 out = {}
 for run, weights in (("transfer", "finetune"), ("frozen_head", "frozen_head"), ("scratch", "scratch")):
-    model = build_model("mnist", params.model, params.base.image_size, len(target.classes))
+    model = build_model("target", params.model, params.base.image_size, len(target.classes))
     load_weights(model, f"models/{weights}.named.h5")
     out[run] = evaluate(model, target.x_test, target.y_test, 256)["test_accuracy"]
 print(json.dumps(out))

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tlpipe.data import CLASS_NAMES, DATASETS, load_npz, split_indices
-from tlpipe.errors import PipelineError
-from tlpipe.params import Base, Target
-from tlpipe.target import TargetData
+from tlpipe.apps.images import InputError, grayscale, open_image, prepare, resize
+from tlpipe.core.data import CLASS_NAMES, DATASETS, load_npz, split_indices
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.params import Base, Target
+from tlpipe.core.target import TargetData
 
 TEST_FOLDER = "test"
 MNIST_SIZE = 28  # target.preprocess: mnist makes MNIST's 28x28 form
@@ -191,8 +192,6 @@ class FolderReader:
 
     def read(self, path: Path, name: str, split: str) -> np.ndarray | None:
         """One file as a (size, size) uint8 image, or None (skipped, with the reason)."""
-        from tlpipe.predict import InputError, grayscale, open_image, prepare, resize  # noqa: PLC0415
-
         try:
             if path.stat().st_size > MAX_FILE:
                 self.skip(path, f"over {MAX_FILE >> 20} MiB, larger than an image to train on")

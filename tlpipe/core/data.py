@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tlpipe.errors import PipelineError
-from tlpipe.io import atomic_path
+from tlpipe.core.errors import PipelineError
+from tlpipe.core.io import atomic_path
 
 # Dataset name -> (npz stem in data/, folder name in mirrors and in params download.*)
 DATASETS = {"mnist": "mnist", "fashion_mnist": "fashion-mnist"}

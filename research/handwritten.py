@@ -1,6 +1,6 @@
 """Real handwritten digits that are not MNIST, as a target folder: the UCI optical digits shipped with scikit-learn.
 
-Usage: python benchmarks/handwritten.py OUT [--per-class 10] [--seed 0] [--half dev|report]
+Usage: python research/handwritten.py OUT [--per-class 10] [--seed 0] [--half dev|report]
 
 scikit-learn's `load_digits` holds 1,797 digits handwritten by 43 people (UCI "Optical Recognition of Handwritten
 Digits"), scanned and reduced to 8x8 pixels of 17 grey levels. They are split in two seeded halves: `dev`, for

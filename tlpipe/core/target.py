@@ -1,4 +1,4 @@
-"""The target dataset as one array file, data/target.npz, which the prepare stage writes (tlpipe.folder).
+"""The target dataset as one array file, data/target.npz, which the prepare stage writes (tlpipe.apps.folder).
 
 It holds every labelled training image (`x_train`, `y_train`), the validation split as indices into them
 (`val_index`, the rest in `train_index`), the test set and the class names. The transfer and scratch stages and the
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tlpipe.data import Data, save_npz
-from tlpipe.errors import PipelineError
+from tlpipe.core.data import Data, save_npz
+from tlpipe.core.errors import PipelineError
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """The study's second source-target pair: MNIST features on the font-digit set, every sweep run and control.
 
-Usage: python benchmarks/font_pair.py --folder DIR --weights WEIGHTS --out REPORT.json --plot FIGURE.png
+Usage: python research/font_pair.py --folder DIR --weights WEIGHTS --out REPORT.json --plot FIGURE.png
        [--budgets 1 5 10 30] [--seeds 0 1 2 3 4]
 
-DIR is a folder target (benchmarks/fontdigits.py makes one, test/ being fonts never seen in training), read as the
+DIR is a folder target (research/fontdigits.py makes one, test/ being fonts never seen in training), read as the
 prepare stage reads params target.path; WEIGHTS is models/source.named.h5 of a pipeline run with
-pretrain.source: mnist. Every run of the sweep and the study (tlpipe.points, params sweep.*) trains at each budget
-of labels per class and seed; the report is data_efficiency's (tlpipe.sweep.aggregate: accuracies, every run
+pretrain.source: mnist. Every run of the sweep and the study (tlpipe.lab.points, params sweep.*) trains at each budget
+of labels per class and seed; the report is data_efficiency's (tlpipe.lab.sweep.aggregate: accuracies, every run
 minus scratch with its verdict against sweep.margin, steps to converge), and the figure its gain figure.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench import cpu_info  # noqa: E402
-from benchmarks.own_images import folder_sweep  # noqa: E402
-from tlpipe.params import SWEEP_RUNS  # noqa: E402
-from tlpipe.sweep import aggregate, plot_gain  # noqa: E402
+from research.own_images import folder_sweep  # noqa: E402
+from tlpipe.core.params import SWEEP_RUNS  # noqa: E402
+from tlpipe.lab.sweep import aggregate, plot_gain  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--plot", type=Path, required=True)
     args = parser.parse_args()
-    from tlpipe.points import run_points  # TensorFlow: after the arguments are checked
+    from tlpipe.lab.points import run_points  # TensorFlow: after the arguments are checked
 
     params, data, report = folder_sweep(args.folder, args.budgets, args.seeds)
     arrays = data.arrays()

@@ -1,0 +1,1 @@
+"""The core path: params, data, the one model builder, by-name transfer, training and the report."""
