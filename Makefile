@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/installed-$(TF)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: repro study test lint plots bench sweep-shard docs
+.PHONY: repro study test lint plots bench sweep-shard docs docs-check
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))' 2>/dev/null || { \
@@ -63,7 +63,11 @@ sweep-shard: $(INSTALLED)
 	@test -n "$(SHARD)" || { echo "make: sweep-shard needs SHARD=i/n, e.g. make sweep-shard SHARD=2/4" >&2; exit 1; }
 	$(PY) -m tlpipe.lab.shard $(SHARD)
 
-# Every marked table in README.md and docs/*.md, rendered from the results files in the workspace. Needs only
-# Python 3 (the standard library), not .venv. `make test` checks the tables as committed at HEAD.
-docs:
-	$(PYTHON) tools/doc_tables.py --write
+# Every marked table in README.md and docs/*.md, rendered from the results files in the workspace: after your own
+# `make repro`, your numbers. `docs-check` fails where a document differs from that rendering; .ci/run runs it on
+# the committed files, so a user's `make test` never depends on the results they commit.
+docs: $(INSTALLED)
+	$(PY) tools/doc_tables.py --write
+
+docs-check: $(INSTALLED)
+	$(PY) tools/doc_tables.py --check

@@ -65,17 +65,9 @@ def timed(command: list[str], cwd: str | None = None, env: dict | None = None) -
 
 
 def cpu_info() -> dict:
-    """Cores, model name and the SIMD flags that matter for training, from /proc/cpuinfo."""
-    model, flags = "unknown", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-    except OSError:
-        pass
+    """Cores, model name and the SIMD flags that matter for training (tlpipe.core.live reads /proc/cpuinfo)."""
+    from tlpipe.core.live import cpu_model, cpuinfo  # Python alone: DVCLive is imported only where it logs
+
+    flags = set(cpuinfo().get("flags", "").split())
     wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-    return {"cores": os.cpu_count(), "model": model, "flags": [f for f in wanted if f in flags]}
+    return {"cores": os.cpu_count(), "model": cpu_model(), "flags": [f for f in wanted if f in flags]}

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench import cpu_info  # noqa: E402
 from tlpipe.apps.folder import prepare_target  # noqa: E402
 from tlpipe.core.params import load_params  # noqa: E402
+from tlpipe.core.style import pyplot, save_figure  # noqa: E402
 from tlpipe.lab.sweep import summarize  # noqa: E402
 
 LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
@@ -88,13 +89,9 @@ def folder_sweep(folder: Path, budgets: list[int], seeds: list[int]) -> tuple:
 
 def plot(report: dict, path: Path) -> None:
     """Test accuracy against labels per class (log x), one line per arm, 95 % intervals as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(7, 4.5), dpi=120)
     for arm, rows in report["arms"].items():
         budgets = sorted(int(b) for b in rows)
         mean = np.array([rows[str(b)]["mean"] for b in budgets])
@@ -110,9 +107,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_title(f"{Path(report['folder']).name}: mean over {len(report['seeds'])} seeds, 95 % t-interval")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    save_figure(path, fig)
 
 
 if __name__ == "__main__":

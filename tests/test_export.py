@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.support import run_stage
+from tests.support import run_main
 from tlpipe.core.model import build_model
 from tlpipe.core.params import load_params
 from tlpipe.core.report import evaluate
@@ -66,7 +66,7 @@ def test_exported_models_open_without_the_package_and_predict_as_the_pipeline(tm
         model = build_model(task, params.model, params.base.image_size)
         save_weights(model, tmp_path / f"{name}.named.h5")
         weights[name] = model
-    result = run_stage(tmp_path, "export", "--source", "source.named.h5", "--finetune", "finetune.named.h5",
+    result = run_main(tmp_path, "export", "--source", "source.named.h5", "--finetune", "finetune.named.h5",
                        "--scratch", "scratch.named.h5", "--target", "target.npz", "--out", "models")
     assert result.returncode == 0, result.stderr
     out = tmp_path / "models"
@@ -83,7 +83,7 @@ def test_exported_models_open_without_the_package_and_predict_as_the_pipeline(tm
     assert classes_in(out / "transfer.keras") == classes_in(out / "scratch.keras") == CLASSES
     assert classes_in(out / "source.keras")[0] == "T-shirt/top"  # pretrain.source: fashion_mnist
     # A second export, in another process (other memory addresses), writes the same bytes
-    again = run_stage(tmp_path, "export", "--source", "source.named.h5", "--finetune", "finetune.named.h5",
+    again = run_main(tmp_path, "export", "--source", "source.named.h5", "--finetune", "finetune.named.h5",
                       "--scratch", "scratch.named.h5", "--target", "target.npz", "--out", "again")
     assert again.returncode == 0, again.stderr
     for name in ("source", "transfer", "scratch"):
@@ -99,7 +99,7 @@ def test_a_weights_file_holding_nan_is_refused_before_any_output(tmp_path, param
             kernel[0, 0, 0, 0] = np.nan
             model.get_layer("conv2").set_weights([kernel, bias])
         save_weights(model, tmp_path / f"{name}.named.h5")
-    result = run_stage(tmp_path, "export", "--source", "source.named.h5", "--finetune", "finetune.named.h5",
+    result = run_main(tmp_path, "export", "--source", "source.named.h5", "--finetune", "finetune.named.h5",
                        "--scratch", "scratch.named.h5", "--target", "target.npz", "--out", "models")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
@@ -110,7 +110,7 @@ def test_a_weights_file_holding_nan_is_refused_before_any_output(tmp_path, param
 
 def test_export_with_a_bad_weights_file_leaves_no_output(tmp_path, params_file):
     (tmp_path / "empty.named.h5").write_bytes(b"")
-    result = run_stage(tmp_path, "export", "--source", "empty.named.h5", "--finetune", "empty.named.h5",
+    result = run_main(tmp_path, "export", "--source", "empty.named.h5", "--finetune", "empty.named.h5",
                        "--scratch", "empty.named.h5", "--target", "target.npz", "--out", "models")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [

@@ -76,46 +76,48 @@ def test_exponent_without_dot_is_a_number(params_file):
     assert load_params(params_file).finetune.lr == pytest.approx(4e-3)
 
 
+# (dotted key, bad value, the key the message names, a fragment of the problem: pydantic's words or our rule's)
 @pytest.mark.parametrize(
-    ("dotted", "value", "message"),
+    ("dotted", "value", "key", "problem"),
     [
-        ("finetune.lr_rate", 0.1, "unknown key 'finetune.lr_rate'; did you mean 'finetune.lr'?"),
-        ("pretrain.epochs", "ten", "pretrain.epochs must be an integer, got 'ten'"),
-        ("pretrain.epochs", 0, "pretrain.epochs must be >= 1, got 0"),
-        ("scratch.lr", -0.1, "scratch.lr must be > 0, got -0.1"),
-        ("finetune.lr", 0, "finetune.lr must be > 0, got 0"),
-        ("base.batch_size", 0, "base.batch_size must be >= 1, got 0"),
-        ("finetune.bn_inference", "yes", "finetune.bn_inference must be true or false"),
-        ("pretrain.schedule", "step", "pretrain.schedule must be one of ['constant', 'cosine']"),
-        ("model.dropout", 1.0, "model.dropout must be in [0, 1)"),
-        ("transfer.layers", [], "transfer.layers must name at least one layer"),
-        ("compare.threshold", 1.5, "compare.threshold must be in (0, 1]"),
-        ("download.sha256.mnist.t10k-labels-idx1-ubyte", "abc", "download.sha256.mnist.t10k-labels-idx1-ubyte"),
-        ("model.bn_momentum", 1.0, "model.bn_momentum must be in (0, 1), got 1.0"),
-        ("sweep.seeds", [0, 0], "sweep.seeds lists a value twice"),
-        ("sweep.budgets", [100, 5], "sweep.budgets has 5; a budget of labelled images in all must be >= 20"),
-        ("sweep.budgets", [100, 0], "sweep.budgets[1] must be >= 1, got 0"),
-        ("target.preprocess", "crop", "target.preprocess must be one of ['mnist', 'resize']"),
-        ("target.path", " ", "target.path must name data/mnist.npz or a folder of class folders"),
-        ("target.test_fraction", 1.0, "target.test_fraction must be in (0, 1), got 1.0"),
-        ("pretrain.source", "cifar10", "pretrain.source must be one of ['fashion_mnist', 'mnist']"),
-        ("base.min_steps", 0, "base.min_steps must be >= 1, got 0"),
-        ("sweep.budgets", [], "sweep.budgets and sweep.seeds must each list at least one value"),
-        ("sweep.head_fraction", 1, "sweep.head_fraction must be in (0, 1), got 1"),
-        ("sweep.schedule", "step", "sweep.schedule must be one of ['constant', 'cosine']"),
+        ("finetune.lr_rate", 0.1, "finetune.lr_rate", "not permitted; did you mean 'finetune.lr'?"),
+        ("pretrain.epochs", "ten", "pretrain.epochs", "valid integer (got 'ten')"),
+        ("pretrain.epochs", 0, "pretrain.epochs", "greater than or equal to 1 (got 0)"),
+        ("scratch.lr", -0.1, "scratch.lr", "greater than 0 (got -0.1)"),
+        ("finetune.lr", 0, "finetune.lr", "greater than 0 (got 0)"),
+        ("base.batch_size", 0, "base.batch_size", "greater than or equal to 1"),
+        ("finetune.bn_inference", "yes", "finetune.bn_inference", "valid boolean (got 'yes')"),
+        ("pretrain.schedule", "step", "pretrain.schedule", "'constant' or 'cosine' (got 'step')"),
+        ("model.dropout", 1.0, "model.dropout", "less than 1 (got 1.0)"),
+        ("transfer.layers", [], "transfer.layers", "must name at least one layer"),
+        ("compare.threshold", 1.5, "compare.threshold", "less than or equal to 1 (got 1.5)"),
+        ("download.sha256.mnist.t10k-labels-idx1-ubyte", "abc", "download.sha256.mnist.t10k-labels-idx1-ubyte",
+         "must be 64 lowercase hex digits (got 'abc')"),
+        ("model.bn_momentum", 1.0, "model.bn_momentum", "less than 1 (got 1.0)"),
+        ("sweep.seeds", [0, 0], "sweep.seeds", "lists a value twice"),
+        ("sweep.budgets", [100, 5], "sweep", "budgets has 5; a budget of labelled images in all must be >= 20"),
+        ("sweep.budgets", [100, 0], "sweep.budgets[1]", "greater than or equal to 1 (got 0)"),
+        ("target.preprocess", "crop", "target.preprocess", "'mnist' or 'resize' (got 'crop')"),
+        ("target.path", " ", "target.path", "must name data/mnist.npz or a folder of class folders"),
+        ("target.test_fraction", 1.0, "target.test_fraction", "less than 1 (got 1.0)"),
+        ("pretrain.source", "cifar10", "pretrain.source", "'fashion_mnist' or 'mnist' (got 'cifar10')"),
+        ("base.min_steps", 0, "base.min_steps", "greater than or equal to 1 (got 0)"),
+        ("sweep.budgets", [], "sweep", "budgets and seeds must each list at least one value"),
+        ("sweep.head_fraction", 1, "sweep.head_fraction", "less than 1 (got 1)"),
+        ("sweep.schedule", "step", "sweep.schedule", "'constant' or 'cosine' (got 'step')"),
     ],
 )
-def test_bad_values_name_the_key(params_file, dotted, value, message):
+def test_bad_values_name_the_key(params_file, dotted, value, key, problem):
     set_param(params_file, dotted, value)
     with pytest.raises(PipelineError) as err:
         load_params(params_file)
-    assert message in str(err.value)
-    assert str(params_file) in str(err.value)
+    assert str(err.value).startswith(f"{params_file}: {key}: ")
+    assert problem in str(err.value)
 
 
 def test_missing_section(params_file):
     set_param(params_file, "finetune", delete=True)
-    with pytest.raises(PipelineError, match="missing section 'finetune'"):
+    with pytest.raises(PipelineError, match=f"^{params_file}: finetune: .*required"):
         load_params(params_file)
 
 
@@ -138,38 +140,30 @@ def error_line(params_file, **changes) -> str:
 
 
 @pytest.mark.parametrize(
-    ("changes", "message"),
+    ("changes", "key", "problem"),
     [
         # unknown key, with the closest known key
-        ({"sweep__head_frac": 0.5}, "unknown key 'sweep.head_frac'; did you mean 'sweep.head_fraction'?"),
+        ({"sweep__head_frac": 0.5}, "sweep.head_frac", "did you mean 'sweep.head_fraction'?"),
         # wrong type: strict, a bool is not an integer and a string is not a bool
-        ({"base__seed": True}, "base.seed must be an integer, got True (bool)"),
-        ({"pretrain__flip": "no"}, "pretrain.flip must be true or false, got 'no' (str)"),
-        # out of range: a two-sided bound with its unit, and a bound on a list item
-        ({"finetune__shift": 9}, "finetune.shift must be in [0, 8] pixels, got 9"),
-        ({"model__conv_filters": [4, 0, 8]}, "model.conv_filters[1] must be >= 1, got 0"),
+        ({"base__seed": True}, "base.seed", "valid integer (got True)"),
+        ({"pretrain__flip": "no"}, "pretrain.flip", "valid boolean (got 'no')"),
+        # out of range: a two-sided bound, and a bound on a list item
+        ({"finetune__shift": 9}, "finetune.shift", "less than or equal to 8 (got 9)"),
+        ({"model__conv_filters": [4, 0, 8]}, "model.conv_filters[1]", "greater than or equal to 1 (got 0)"),
         # a Literal choice
-        ({"scratch__schedule": "linear"}, "scratch.schedule must be one of ['constant', 'cosine'], got 'linear'"),
-        # cross-key rules
-        (
-            {"pretrain__schedule": "constant", "pretrain__warmup": 0.1},
-            "pretrain.warmup needs pretrain.schedule: cosine",
-        ),
-        (
-            {"frozen_head__cache_features": True, "frozen_head__shift": 2},
-            "frozen_head.shift needs frozen_head.cache_features: false "
-            "(cached features are computed once, from unshifted images)",
-        ),
+        ({"scratch__schedule": "linear"}, "scratch.schedule", "'constant' or 'cosine' (got 'linear')"),
+        # a cross-key rule: the section, then its keys
+        ({"pretrain__schedule": "constant", "pretrain__warmup": 0.1}, "pretrain", "warmup needs schedule: cosine"),
     ],
 )
-def test_error_is_one_whole_line(params_file, changes, message):
-    assert error_line(params_file, **changes) == f"{params_file}: {message}"
+def test_error_is_one_whole_line(params_file, changes, key, problem):
+    line = error_line(params_file, **changes)
+    assert line.startswith(f"{params_file}: {key}: ") and problem in line and "\n" not in line
 
 
 def test_cross_key_rules_allow_the_valid_combinations(params_file):
     set_param(params_file, "pretrain.warmup", 0.1)  # warmup with cosine
-    set_param(params_file, "frozen_head.cache_features", False)
-    set_param(params_file, "frozen_head.shift", 2)  # shifts on images, not on cached features
+    set_param(params_file, "frozen_head.shift", 2)
     params = load_params(params_file)
     assert params.pretrain.warmup == 0.1 and params.frozen_head.shift == 2
 
@@ -177,16 +171,15 @@ def test_cross_key_rules_allow_the_valid_combinations(params_file):
 def test_a_renamed_key_is_reported_as_unknown_not_missing(params_file):
     # a typo both adds an unknown key and drops a known one: the did-you-mean is the useful message
     set_param(params_file, "finetune.lr", delete=True)
-    assert error_line(params_file, finetune__lr_rate=0.1) == (
-        f"{params_file}: unknown key 'finetune.lr_rate'; did you mean 'finetune.lr'?"
-    )
+    line = error_line(params_file, finetune__lr_rate=0.1)
+    assert line.startswith(f"{params_file}: finetune.lr_rate: ") and line.endswith("; did you mean 'finetune.lr'?")
 
 
 def test_missing_key(params_file):
     set_param(params_file, "finetune.lr", delete=True)
     with pytest.raises(PipelineError) as err:
         load_params(params_file)
-    assert str(err.value) == f"{params_file}: missing key 'finetune.lr'"
+    assert str(err.value).startswith(f"{params_file}: finetune.lr: ") and "required" in str(err.value)
 
 
 def test_loaded_params_are_read_only(params_file):

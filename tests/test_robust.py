@@ -21,24 +21,25 @@ from tlpipe.core.errors import PipelineError
 from tlpipe.core.params import load_params
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("pretrain.lr", float("inf"), "pretrain.lr must be a finite number, got inf (float)"),
-    ("sweep.head_lr", float("nan"), "sweep.head_lr must be a finite number, got nan (float)"),
-    ("compare.threshold", float("-inf"), "compare.threshold must be a finite number, got -inf (float)"),
-    ("download.backoff_s", float("inf"), "download.backoff_s must be a finite number, got inf (float)"),
-    ("transfer.freeze", ["conv1", "bn1", "target_dense", "target_out"],
-     "transfer.freeze names 'target_dense', which transfer.layers does not transfer"),
-    ("download.urls", {"mnist": ["http://example.com/mnist/"]}, "download.urls.mnist[0] must be an https:// address"),
+@pytest.mark.parametrize("key, value, at, problem", [
+    ("pretrain.lr", float("inf"), "pretrain.lr", "finite number (got inf)"),
+    ("sweep.head_lr", float("nan"), "sweep.head_lr", "finite number (got nan)"),
+    ("compare.threshold", float("-inf"), "compare.threshold", "finite number (got -inf)"),
+    ("download.backoff_s", float("inf"), "download.backoff_s", "finite number (got inf)"),
+    ("transfer.freeze", ["conv1", "bn1", "target_dense", "target_out"], "transfer",
+     "freeze names 'target_dense', a layer not in layers"),
+    ("download.urls", {"mnist": ["http://example.com/mnist/"]}, "download.urls.mnist[0]",
+     "must be an https:// address"),
 ])
-def test_impossible_settings_are_refused(tmp_path, key, value, message):
+def test_impossible_settings_are_refused(tmp_path, key, value, at, problem):
     raw = default_params()
     section, name = key.split(".")
     raw[section][name] = value
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(PipelineError, match=f"^{path}: {message}".replace("(", r"\(").replace(")", r"\)")
-                       .replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(PipelineError) as err:
         load_params(path)
+    assert str(err.value).startswith(f"{path}: {at}: ") and problem in str(err.value) and "\n" not in str(err.value)
 
 
 def test_a_key_given_twice_is_refused_as_dvc_does(tmp_path):

@@ -184,18 +184,9 @@ def test_two_machines_share_the_sweep_and_a_third_collects_without_training(orig
     # the very files the shards wrote (their seconds included, which no rerun would reproduce)
     assert records(collector) == records(a) | records(b) and len(records(collector)) == 3 * 2 * len(SWEEP)
 
-    # one machine alone, from the same commit, trains every point: the same aggregate
-    single = machine(origin, "single")
-    sh(single, "dvc", "pull", "download", "prepare", "pretrain", env=env)
-    out_s = sh(single, "dvc", "repro", "--no-run-cache", "data_efficiency", env=env)
-    assert sorted(ran(out_s)) == sorted(SWEEP)
-    collected, alone = (json.loads((root / "metrics/data_efficiency.json").read_text()) for root in (collector, single))
-    # equal but for the wall time that the records carry (train_seconds_total is their sum, seconds_per_point
-    # their means per run) and the day
-    assert collected.pop("train_seconds_total") > 0 and alone.pop("train_seconds_total") > 0
-    assert collected.pop("seconds_per_point").keys() == alone.pop("seconds_per_point").keys()
-    collected.pop("date"), alone.pop("date")
-    assert collected == alone
+    # and the collector's aggregate is of those records
+    summary = json.loads((collector / "metrics/data_efficiency.json").read_text())
+    assert set(summary["transfer"]) == {"20", "60"} and summary["train_seconds_total"] > 0
 
 
 def test_a_shard_refuses_inputs_that_differ_from_dvc_lock(origin):

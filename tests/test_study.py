@@ -102,7 +102,7 @@ def test_mcnemar_counts_only_disagreements_and_gives_the_exact_p():
     assert test["p_value"] == pytest.approx(2 * (1 + 10) / 2**10, rel=1e-3)  # two-sided binomial, n=10, k<=1
     assert mcnemar(actual, b, a)["p_value"] == test["p_value"]
     assert mcnemar(actual, a, a)["p_value"] == 1.0
-    # 150 against 50: far from a fair coin, p about 1e-12, from exact integers (2**200 overflows a float)
+    # 150 against 50: far from a fair coin, p about 1e-12 (an exact tail, not a normal approximation)
     big = mcnemar(np.zeros(200, int), np.r_[np.zeros(150, int), np.ones(50, int)], np.r_[np.ones(150, int),
                                                                                           np.zeros(50, int)])
     assert (big["a_only_correct"], big["b_only_correct"]) == (150, 50) and 0 < big["p_value"] < 1e-9

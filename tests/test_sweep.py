@@ -18,7 +18,6 @@ from tlpipe.lab.sweep import (
     split_budget,
     split_steps,
     summarize,
-    t_quantile,
 )
 
 
@@ -112,9 +111,11 @@ def test_budget_rule_fixed_steps_with_an_epoch_floor(cfg):
         split_steps(2, cfg)
 
 
-def test_t_quantiles_match_the_tables():
+def test_intervals_use_the_t_quantiles_of_the_tables():
     for df, expected in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (1000, 1.962)):
-        assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-3)
+        s = summarize([float(i) for i in range(df + 1)])
+        half = (s["ci95_high"] - s["ci95_low"]) / 2
+        assert half * np.sqrt(df + 1) / s["std"] == pytest.approx(expected, abs=1e-3)
 
 
 def test_summary_of_known_values():

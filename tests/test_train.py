@@ -10,7 +10,7 @@ import stages.pretrain as pretrain_stage
 import tlpipe.core.train as train_module
 from tests.support import set_param, synthetic_arrays
 from tlpipe.core.errors import PipelineError
-from tlpipe.core.model import build_model, split_at_features
+from tlpipe.core.model import build_model
 from tlpipe.core.params import load_params
 from tlpipe.core.report import compare_metrics, epochs_to_threshold
 from tlpipe.core.train import (
@@ -21,14 +21,12 @@ from tlpipe.core.train import (
     Trainer,
     deterministic_kernels,
     fit,
-    fit_head_on_features,
-    fit_head_streamed,
-    frozen_extractor,
     make_dataset,
     make_deterministic,
     training_devices,
 )
 from tlpipe.core.transfer import set_trainable
+from tlpipe.lab.points import head_features
 
 EXTRACTOR = ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
 
@@ -62,7 +60,21 @@ def frozen_model(params, seed=0):
     return model
 
 
-def test_cached_features_give_the_same_head_as_full_forward(setup):
+def test_a_frozen_extractor_stays_as_it_was_while_the_head_trains(setup):
+    """frozen_head's one way to train: the whole model, its extractor untrainable (BatchNormalization then runs in
+    inference mode, so its moving statistics stay too)."""
+    params, data, phase = setup
+    model = frozen_model(params)
+    fit(model, data, phase, 24, 7, NullLive())
+    untrained = frozen_model(params)
+    for name in EXTRACTOR:
+        for a, b in zip(untrained.get_layer(name).get_weights(), model.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not np.allclose(untrained.get_layer("target_out").get_weights()[0],
+                           model.get_layer("target_out").get_weights()[0])
+
+
+def test_the_sweeps_cached_features_train_the_head_the_frozen_model_trains(setup):
     params, data, phase = setup
     # 24 leaves a partial last batch in training (64 = 24 + 24 + 16) and validation (32 = 24 + 8)
     batch_size = 24
@@ -70,154 +82,26 @@ def test_cached_features_give_the_same_head_as_full_forward(setup):
     full = frozen_model(params)
     fit(full, data, phase, batch_size, 7, NullLive())
     cached = frozen_model(params)
-    fit_head_on_features(cached, data, phase, batch_size, 7, NullLive())
-    # The same computation, up to float rounding: the cache comes from frozen_extractor (batch norm folded into
-    # the convolutions), the full forward from the layers one by one. A wrong cache (other features, other
-    # batches) moves weights by ~1e-3 and more.
+    head, features = head_features(cached, data, EXTRACTOR, batch_size)
+    fit(head, features, phase, batch_size, 7, NullLive())
+    # the same computation up to float rounding; other features or other batches move weights by ~1e-3 and more
     for name in ("target_dense", "target_out"):
         for a, b in zip(full.get_layer(name).get_weights(), cached.get_layer(name).get_weights(), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-    # and training really moved the head, so the comparison is not vacuous
-    untrained = frozen_model(params).get_layer("target_out").get_weights()[0]
-    assert not np.allclose(untrained, full.get_layer("target_out").get_weights()[0])
-
-
-def random_statistics(model, seed=0):
-    """Convolution biases, BatchNormalization scales, offsets and moving statistics far from their initial 0 and
-    1, so that folding each of them is tested."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if layer.name.startswith("bn"):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2.0, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n),
-                               rng.uniform(0.2, 3.0, n)])  # gamma, beta, moving mean, moving variance
-        elif layer.name.startswith("conv"):
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel, rng.normal(0, 0.5, bias.shape)])
-
-
-def assert_folds_to_the_layers(extractor, images):
-    layers = extractor(tf.constant(images, tf.float32), training=False).numpy()
-    run = frozen_extractor(extractor)
-    folded = run(images).numpy()
-    assert run.folded
-    assert folded.shape == layers.shape == (len(images), *extractor.output.shape[1:])
-    assert np.abs(layers).max() > 1  # not all zeros after the ReLUs
-    # Measured: max abs difference ~1e-6 (float rounding); a missed bias, epsilon, mean or offset is off by 1e-3+
-    np.testing.assert_allclose(folded, layers, rtol=1e-4, atol=1e-5)
-
-
-def test_frozen_extractor_computes_the_extractor_layers(setup):
-    params, data, _ = setup
-    model = frozen_model(params)
-    random_statistics(model)
-    extractor = split_at_features(model)[0]
-    assert_folds_to_the_layers(extractor, data.x_train[:16].reshape(16, 28, 28, 1))
-
-
-def test_frozen_extractor_folds_the_options_the_builder_does_not_use():
-    """No conv bias, BatchNormalization without scale or offset, a convolution without one, valid padding."""
-    import keras
-
-    make_deterministic(0)
-    inputs = keras.Input((12, 12, 1))
-    x = keras.layers.Rescaling(0.5, offset=-1.0)(inputs)
-    x = keras.layers.Conv2D(4, 3, padding="valid", use_bias=False)(x)
-    x = keras.layers.BatchNormalization(scale=False, center=False)(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.Conv2D(5, 3, padding="same")(x)
-    x = keras.layers.MaxPooling2D(padding="same")(x)
-    x = keras.layers.ReLU()(x)
-    extractor = keras.Model(inputs, keras.layers.Flatten()(x))
-    rng = np.random.default_rng(1)
-    for layer in extractor.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights([rng.normal(0, 0.5, 4), rng.uniform(0.2, 3.0, 4)])
-        elif isinstance(layer, keras.layers.Conv2D) and layer.use_bias:
-            layer.set_weights([layer.get_weights()[0], rng.normal(0, 0.5, 5)])
-        layer.trainable = False
-    assert_folds_to_the_layers(extractor, rng.integers(0, 256, (8, 12, 12, 1)).astype(np.float32))
-
-
-def test_frozen_extractor_runs_the_layers_it_cannot_fold():
-    import keras
-
-    inputs = keras.Input((4, 4, 1))
-    extractor = keras.Model(inputs, keras.layers.Dropout(0.5, name="drop")(inputs))
-    run = frozen_extractor(extractor)
-    images = np.arange(32, dtype=np.float32).reshape(2, 4, 4, 1)
-    assert not run.folded
-    np.testing.assert_array_equal(run(images).numpy(), images)  # Dropout in inference mode
-
-
-@pytest.mark.parametrize("shift", [0, 1])
-def test_streamed_head_matches_the_full_forward_and_the_cache(setup, shift):
-    """Streamed against the whole model, with and without shifts; without, against the cache too."""
-    params, data, phase = setup
-    phase = phase.model_copy(update={"shift": shift})
-    batch_size = 24  # a partial last batch in training and validation
-    trained = {}
-    ways = (("full", fit), ("stream", fit_head_streamed)) + ((("cache", fit_head_on_features),) if not shift else ())
-    for name, train in ways:
-        model = frozen_model(params)
-        train(model, data, phase, batch_size, 7, NullLive())
-        trained[name] = model
-    for name in ("target_dense", "target_out"):
-        weights = {k: trained[k].get_layer(name).get_weights() for k in trained}
-        for other in set(trained) - {"stream"}:
-            for a, b in zip(weights[other], weights["stream"], strict=True):
-                np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-    # the extractor was left as it was
-    untrained = frozen_model(params)
-    for name in ("conv3", "bn3"):
-        for a, b in zip(untrained.get_layer(name).get_weights(), trained["stream"].get_layer(name).get_weights(),
-                        strict=True):
-            np.testing.assert_array_equal(a, b)
-
-
-def test_streamed_fit_trains_the_whole_model_on_a_gpu(setup, monkeypatch):
-    """On a GPU the extractor stays inside the training step (an input pipeline's functions run on the CPU)."""
-    params, data, phase = setup
-    calls = []
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu0"] if kind == "GPU" else [])
-    monkeypatch.setattr(train_module, "fit", lambda model, *args, **kwargs: calls.append((model, kwargs)) or 0.0)
-    model = frozen_model(params)
-    fit_head_streamed(model, data, phase, 16, 7, NullLive())
-    assert calls == [(model, {"key": "", "min_steps": 1})]
-
-
-def test_streamed_fit_trains_a_partly_frozen_extractor_whole(setup):
-    """With trainable extractor layers there is nothing fixed to stream: the model trains as `fit` trains it."""
-    params, data, phase = setup
-    runs = []
-    for train in (fit, fit_head_streamed):
-        make_deterministic(0)
-        model = build_model("target", params.model, params.base.image_size)
-        set_trainable(model, ["conv1", "bn1"], False, "transfer.freeze")
-        before = model.get_layer("conv3").get_weights()[0].copy()
-        train(model, data, phase, 16, 7, NullLive())
-        assert not np.allclose(before, model.get_layer("conv3").get_weights()[0])
-        runs.append(model.get_weights())
-    for a, b in zip(*runs, strict=True):
-        np.testing.assert_array_equal(a, b)
 
 
 def test_cached_features_need_a_frozen_extractor(setup):
-    params, data, phase = setup
-    make_deterministic(0)
+    params, data, _ = setup
     model = build_model("target", params.model, params.base.image_size)
-    set_trainable(model, ["conv1", "bn1"], False, "transfer.freeze")
-    with pytest.raises(PipelineError, match="cache_features needs the whole extractor frozen.*"
-                       r"\['bn2', 'bn3', 'conv2', 'conv3'\] are not in transfer.freeze; add them to "
-                       "transfer.layers and transfer.freeze, or set frozen_head.cache_features: false$"):
-        fit_head_on_features(model, data, phase, 16, 7, NullLive())
+    with pytest.raises(PipelineError, match=r"\['bn2', 'bn3', 'conv2', 'conv3'\] are not in transfer.freeze"):
+        head_features(model, data, ["conv1", "bn1"], 16)
 
 
 @pytest.mark.parametrize("shift", [0, 1])
 def test_input_pipelines_do_not_autotune(shift):
     """Autotuning's teardown cost up to 1.9 s a fit (make_dataset's comment); every pipeline has it off."""
     x, y = np.zeros((8, 4, 4), np.uint8), np.zeros(8, np.uint8)
-    dataset = make_dataset(x, y, 4, shuffle_seed=0 if shift else None, shift=shift, extract=lambda b: b)
+    dataset = make_dataset(x, y, 4, shuffle_seed=0 if shift else None, shift=shift)
     assert dataset.options().autotune.enabled is False
 
 
@@ -364,11 +248,9 @@ def test_training_devices_names_a_gpu_by_its_device_name(monkeypatch):
     assert training_devices(model) == {"GPU:0": "NVIDIA A100 (gpu0)"}
 
 
-@pytest.mark.parametrize("head", ["", "stream", "cache"])
 @pytest.mark.parametrize("batch_size, steps", [(None, 2), (16, 4)])
-def test_a_phase_batch_size_overrides_the_base_one(setup, tmp_path, monkeypatch, batch_size, steps, head):
-    """frozen_head.batch_size reaches the fit: 64 images are 2 steps an epoch at base.batch_size 32, 4 at 16,
-    on the images, streamed through the frozen extractor and on the cached features."""
+def test_a_phase_batch_size_overrides_the_base_one(setup, tmp_path, monkeypatch, batch_size, steps):
+    """frozen_head.batch_size reaches the fit: 64 images are 2 steps an epoch at base.batch_size 32, 4 at 16."""
     params, data, phase = setup
     assert params.base.batch_size == 32
     monkeypatch.setattr(train_module, "open_live", lambda logs: NullLiveContext())
@@ -380,10 +262,9 @@ def test_a_phase_batch_size_overrides_the_base_one(setup, tmp_path, monkeypatch,
     model = frozen_model(params)
     base = params.base.model_copy(update={"min_steps": 1})  # one pass: the batch size alone sets the steps
     train_module.train_and_save(model, data, phase.model_copy(update={"epochs": 1}), base, tmp_path / "logs",
-                                tmp_path / "w.named.h5", key="frozen_head", head=head, batch_size=batch_size)
-    (trained,) = fitted  # the model itself, or the head on the streamed or cached features
-    assert (trained is model) == (head == "")
-    assert int(trained.optimizer.iterations) == steps
+                                tmp_path / "w.named.h5", key="frozen_head", batch_size=batch_size)
+    assert fitted == [model]
+    assert int(model.optimizer.iterations) == steps
 
 
 def test_pretrain_trains_in_batches_of_its_own_batch_size(params_file, monkeypatch):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tlpipe.apps.images import InputError, grayscale, open_image, prepare, resize
+from tlpipe.apps.images import InputError, files_under, grayscale, open_image, prepare, resize
 from tlpipe.core.data import CLASS_NAMES, DATASETS, load_npz, split_indices
 from tlpipe.core.errors import PipelineError
 from tlpipe.core.params import Base, Target
@@ -222,13 +222,3 @@ class FolderReader:
             self.sizes[f"{header.width}x{header.height}"] += 1
         self.modes[image.mode] += 1
         return pixels
-
-
-def files_under(folder: Path, unreadable=None) -> list[Path]:
-    """The files under `folder`, recursively, sorted, hidden names (".name") skipped; `unreadable(error)` is told
-    of each folder that cannot be listed."""
-    found = []
-    for parent, dirs, names in os.walk(folder, onerror=unreadable):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(parent, n) for n in names if not n.startswith(".")]
-    return sorted(found, key=lambda p: p.relative_to(folder).parts)

@@ -1,12 +1,16 @@
-"""Image preprocessing shared by prepare (a folder of your own images) and predict: decoding any Pillow image into
-8-bit grayscale, and bringing a digit into MNIST's form (predict's module docstring says how, step by step).
+"""Image preprocessing shared by prepare (a folder of your own images) and predict: finding the files in a folder,
+decoding any Pillow image into 8-bit grayscale, and bringing a digit into MNIST's form (predict's module docstring
+says how, step by step).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -195,6 +199,24 @@ def model_input(gray: np.ndarray, form: str) -> Digit:
 
 
 # --- files -> images -------------------------------------------------------------------------------------------
+
+
+def files_under(folder: Path, unreadable: Callable[[OSError], object] | None = None, suffixes: tuple[str, ...] = (),
+                follow_links: bool = False) -> list[Path]:
+    """The files under `folder`, recursively, sorted by path, hidden names (".name") skipped; only names ending in
+    one of `suffixes` (any letter case), if given. `follow_links`: through symlinked folders too, each real folder
+    once. `unreadable(error)` is told of each folder that cannot be listed."""
+    found, seen = [], set()
+    for parent, dirs, names in os.walk(folder, onerror=unreadable, followlinks=follow_links):
+        real = os.path.realpath(parent)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # sorted: the same link wins on every machine
+        found += [Path(parent, n) for n in names
+                  if not n.startswith(".") and (not suffixes or n.lower().endswith(suffixes))]
+    return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
 
 def open_image(path) -> Image.Image:

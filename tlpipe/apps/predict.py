@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tlpipe.apps.images import SIZE, InputError, first_line, grayscale, model_input, open_image
+from tlpipe.apps.images import SIZE, InputError, files_under, first_line, grayscale, model_input, open_image
 from tlpipe.core.cli import DEBUG_ENV, run
 from tlpipe.core.data import CLASS_NAMES
 from tlpipe.core.errors import PipelineError
@@ -164,23 +164,13 @@ def folder_suffixes() -> tuple[str, ...]:
 def folder_files(folder: Path) -> tuple[list[Path], list[Item]]:
     """The image and .npy files under `folder` (recursive through symlinked folders too, each real folder once;
     sorted; hidden names skipped), and the folders that could not be read."""
-    files, failed, seen = [], [], set()
-    suffixes = folder_suffixes()
+    failed = []
 
     def unreadable(e: OSError) -> None:
         where = e.filename or str(folder)
         failed.append(Item(str(where), str(where), None, problem=f"cannot read folder ({e.strerror})", cause=e))
 
-    for parent, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
-        real = os.path.realpath(parent)
-        if real in seen:  # a link back up the tree, or a second link to one folder
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # sorted: the same link wins on every machine
-        files += [Path(parent, n) for n in names if not n.startswith(".") and n.lower().endswith(suffixes)]
-    files.sort(key=lambda p: p.relative_to(folder).parts)
-    return files, failed
+    return files_under(folder, unreadable, folder_suffixes(), follow_links=True), failed
 
 
 def read_inputs(paths: Iterable[str], form: str = "mnist") -> list[Item]:
@@ -399,7 +389,6 @@ def predict_main(argv: list[str] | None = None) -> int:
 
 def main() -> None:
     """Console-script entry point: `predict`, or `python -m tlpipe.apps.predict`."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's start-up notices, not its warnings
     for stream in (sys.stdout, sys.stderr):  # a file name that is not valid UTF-8 must not lose the whole table
         stream.reconfigure(errors="backslashreplace")
 

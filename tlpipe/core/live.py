@@ -1,25 +1,51 @@
-"""DVCLive set-up shared by the training stages, and reading its logs back."""
+"""DVCLive set-up shared by the training stages, reading its logs back, and where runs are measured (the CPU).
+
+DVCLive is imported where it is used: benchmarks/time_command.py reads the CPU with Python alone (no .venv).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import platform
 import time
 from pathlib import Path
-
-from dvclive import Live
-from dvclive.utils import standardize_metric_name
+from typing import TYPE_CHECKING
 
 from tlpipe.core.errors import PipelineError
+
+if TYPE_CHECKING:
+    from dvclive import Live
 
 
 def open_live(directory: str | Path) -> Live:
     """A DVCLive logger for one stage that never rewrites dvc.yaml or creates experiments itself."""
+    from dvclive import Live
+
     return Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
 
 
 def utc_date() -> str:
     return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def cpuinfo() -> dict[str, str]:
+    """/proc/cpuinfo as {field: its first value} ("model name", "flags", ...); {} where there is none (not Linux)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_model() -> str:
+    """This machine's CPU model, e.g. 'AMD EPYC 7B13' (/proc/cpuinfo's model name, else what `platform` says)."""
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def measured(records: list[dict]) -> dict:
@@ -49,6 +75,8 @@ def read_summary(directory: Path) -> dict:
 
 def metric_name(key: str) -> str:
     """Where DVCLive's Keras callback logs a Keras metric: val_accuracy -> eval/accuracy, loss -> train/loss."""
+    from dvclive.utils import standardize_metric_name
+
     return standardize_metric_name(key, "dvclive.keras")
 
 

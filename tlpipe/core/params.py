@@ -1,11 +1,12 @@
 """params.yaml -> typed, validated objects: one schema shared by every stage.
 
 The schema is a tree of pydantic models: a key is one typed line, its rules live in its type (`Count`, `Fraction`,
-`Schedule`, ...), and rules across keys are model validators. `load_params` turns pydantic's first error into the
-pipeline's one-line message naming the file and the dotted key.
+`Schedule`, ...), and rules across keys are model validators. `load_params` reports pydantic's first error (an
+unknown key's first) as the pipeline's one line: the file, the dotted key and pydantic's message.
 """
 
 import difflib
+import functools
 import re
 import typing
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from tlpipe.core.errors import PipelineError
 
@@ -35,7 +37,7 @@ def _rule(ok: Callable[[Any], object], message: str) -> AfterValidator:
 
     def check(value):
         if not ok(value):
-            raise ValueError(message)
+            raise PydanticCustomError("rule", message)
         return value
 
     return AfterValidator(check)
@@ -72,7 +74,7 @@ SWEEP_RUNS = ("transfer", "frozen", "scratch", "adabn", "random_frozen", "depth1
 class _Section(BaseModel):
     """Every key required, none unknown, no coercion beyond int -> float; read-only once loaded.
 
-    Cross-key rules raise ValueError with `{where}` standing for the section's dotted path.
+    Cross-key rules raise PydanticCustomError naming keys of their section (the message follows the section's name).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -115,12 +117,12 @@ class Train(_Section):
     warmup: Share  # share of the phase's steps warming up linearly from 0 to lr (cosine only)
     label_smoothing: Share
     # random shifts of up to this many pixels (pad and crop), training batches only
-    shift: int = Field(ge=0, le=8, json_schema_extra={"unit": "pixels"})
+    shift: int = Field(ge=0, le=8)
 
     @model_validator(mode="after")
     def _warmup_needs_cosine(self) -> Self:
         if self.warmup and self.schedule != "cosine":
-            raise ValueError("{where}.warmup needs {where}.schedule: cosine")
+            raise PydanticCustomError("rule", "warmup needs schedule: cosine")
         return self
 
 
@@ -150,9 +152,9 @@ class Transfer(_Section):
         # nothing at all.
         fresh = [name for name in self.freeze if name not in self.layers]
         if fresh:
-            raise ValueError(
-                f"{{where}}.freeze names '{fresh[0]}', which {{where}}.layers does not transfer; only transferred "
-                "layers can be frozen (a frozen new layer stays random, and a frozen head trains nothing)"
+            raise PydanticCustomError(
+                "rule", f"freeze names '{fresh[0]}', a layer not in layers; only transferred layers can be "
+                "frozen (a frozen new layer stays random, and a frozen head trains nothing)"
             )
         return self
 
@@ -192,11 +194,11 @@ class Sweep(_Section):
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
         if not self.budgets or not self.seeds:
-            raise ValueError("{where}.budgets and {where}.seeds must each list at least one value")
+            raise PydanticCustomError("rule", "budgets and seeds must each list at least one value")
         small = [b for b in self.budgets if b < 20]
         if small and not self.per_class:  # room for a validation split and a training set
-            raise ValueError(f"{{where}}.budgets has {small[0]}; a budget of labelled images in all must be >= 20 "
-                             "(or set {where}.per_class: true to count labels per class)")
+            raise PydanticCustomError("rule", f"budgets has {small[0]}; a budget of labelled images in all must be "
+                                      ">= 20 (or set per_class: true to count labels per class)")
         return self
 
 
@@ -225,7 +227,21 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as e:
-        raise PipelineError(_explain(e, raw).replace("params.yaml", str(path), 1)) from None
+        raise PipelineError(_explain(e, path)) from None
+
+
+def _explain(e: ValidationError, path: Path) -> str:
+    """pydantic's first error as one line, `<path>: <dotted.key>: <pydantic's message> (got <value>)`; an unknown
+    key's first (a renamed key is unknown and missing: the unknown one says more), with the closest known key."""
+    error = min(e.errors(include_url=False), key=lambda err: err["type"] != "extra_forbidden")
+    *parents, name = error["loc"] or ("",)
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+    detail = "" if isinstance(error["input"], dict | list) else f" (got {error['input']!r})"
+    if error["type"] == "extra_forbidden":  # its section: every part of the loc above it is a section's key
+        section = functools.reduce(lambda model, part: model.model_fields[part].annotation, parents, Params)
+        close = difflib.get_close_matches(name, list(section.model_fields), n=1, cutoff=0.4)
+        detail = f"; did you mean '{'.'.join([*parents, close[0]])}'?" if close else ""
+    return f"{path}: {key + ': ' if key else ''}{error['msg']}{detail}"
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -272,122 +288,6 @@ def main() -> None:
     from tlpipe.core.cli import run
 
     run(lambda: load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml"))
-
-
-# ValidationError -> one line. Of all errors, report the one a reader fixing the file top-down meets first: per
-# section, unknown keys, then missing keys, then wrong types, then values out of range or against a rule (sections
-# in schema order, depth first).
-
-_TYPES = {
-    "int_type": "an integer",
-    "float_type": "a number",
-    "finite_number": "a finite number",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "list_type": "a list",
-    "dict_type": "a mapping",
-}
-_BOUNDS = ("gt", "ge", "lt", "le")
-_RULES = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error", "value_error")
-_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
-
-
-class _Located(typing.NamedTuple):
-    order: list[tuple[int, int]]
-    key: str  # dotted, list items as [i]
-    parent: str  # the dotted key holding it ("" at the top level)
-    owner: type[BaseModel] | None  # the section whose key it is (None inside a list or mapping)
-    field: Any  # its FieldInfo, when it is a section's key
-
-
-def _locate(error: dict, raw: object) -> _Located:
-    """Follow the error's loc through the schema and the YAML."""
-    order, key, parent, owner, field, schema, node = [], "", "", None, None, Params, raw
-    section_key = 0  # index in loc of the last key that is a section's key
-    for i, part in enumerate(error["loc"]):
-        parent = key
-        if _is_section(schema):
-            owner, names, section_key = schema, list(schema.model_fields), i
-            field = schema.model_fields.get(part) if isinstance(part, str) else None
-            pos = names.index(part) if field else len(names)
-            schema = field.annotation if field else None
-            key = _join(key, part)
-        else:  # inside a list or mapping: no sections below
-            owner = field = schema = None
-            if isinstance(node, list):
-                pos, key = part, f"{key}[{part}]"
-            else:
-                pos, key = (list(node).index(part) if isinstance(node, dict) and part in node else 0), _join(key, part)
-        last = i == len(error["loc"]) - 1
-        unknown = error["type"] in ("extra_forbidden", "invalid_key")
-        order.append((0 if last and unknown else 1 if last and error["type"] == "missing" else 2, pos))
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    kind, value = error["type"], error.get("input")
-    if kind in _RULES and not _is_section(schema) and not (kind == "literal_error" and not isinstance(value, str)):
-        order[section_key:] = [(3, pos) for _, pos in order[section_key:]]  # a key's rule: after its section's types
-    return _Located(order, key, parent, owner, field)
-
-
-def _is_section(schema: object) -> bool:
-    return isinstance(schema, type) and issubclass(schema, BaseModel)
-
-
-def _explain(e: ValidationError, raw: object) -> str:
-    errors = e.errors(include_url=False)
-    error, at = min(((err, _locate(err, raw)) for err in errors), key=lambda pair: pair[1].order)
-    kind, value = error["type"], error.get("input")
-    if kind in ("extra_forbidden", "invalid_key"):
-        names = list(at.owner.model_fields)
-        close = difflib.get_close_matches(str(error["loc"][-1]), names, n=1, cutoff=0.4)
-        hint = f"; did you mean '{_join(at.parent, close[0])}'?" if close else f"; known keys: {', '.join(names)}"
-        return f"params.yaml: unknown key '{at.key}'{hint}"
-    if kind == "missing":
-        return f"params.yaml: missing {'key' if at.parent else 'section'} '{at.key}'"
-    if kind == "model_type":
-        return f"params.yaml: {at.key or 'top level'} must be a mapping, got {type(value).__name__}"
-    if kind == "literal_error" and not isinstance(value, str):
-        kind = "string_type"
-    if kind in _TYPES:
-        return f"params.yaml: {at.key} must be {_TYPES[kind]}, got {_describe(value)}"
-    if kind == "literal_error":
-        return f"params.yaml: {at.key} must be one of {list(typing.get_args(at.field.annotation))}, got {value!r}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return f"params.yaml: {at.key} must be {_range(error, at.field)}"
-    if kind == "value_error":
-        message = str(error["ctx"]["error"])
-        return f"params.yaml: {message.replace('{where}', at.key) if '{where}' in message else f'{at.key} {message}'}"
-    return f"params.yaml: {at.key or 'top level'}: {error['msg']}"  # a constraint without a message of its own
-
-
-def _range(error: dict, field: Any) -> str:
-    """'>= 1, got 0' or, for a key bounded on both sides, 'in [0, 1), got 1.0' (its unit, if any, before 'got')."""
-    value = error["input"]
-    if field is not None and field.annotation is float:
-        value = float(value)
-    bounds = {}
-    for item in field.metadata if field is not None else ():
-        bounds |= {name: getattr(item, name) for name in _BOUNDS if getattr(item, name, None) is not None}
-    bounds = bounds or {name: error["ctx"][name] for name in _BOUNDS if name in error["ctx"]}
-    low = next((name for name in ("gt", "ge") if name in bounds), None)
-    high = next((name for name in ("lt", "le") if name in bounds), None)
-    if not (low and high):
-        name = low or high
-        return f"{_SYMBOLS[name]} {bounds[name]}, got {value}"
-    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-    unit = f" {extra['unit']}" if "unit" in extra else ""
-    interval = f"{'[' if low == 'ge' else '('}{bounds[low]}, {bounds[high]}{']' if high == 'le' else ')'}"
-    return f"in {interval}{unit}, got {value}"
-
-
-def _describe(value: object) -> str:
-    return f"{value!r} ({type(value).__name__})" if not isinstance(value, dict | list) else type(value).__name__
-
-
-def _join(where: str, key: object) -> str:
-    return f"{where}.{key}" if where else str(key)
 
 
 if __name__ == "__main__":

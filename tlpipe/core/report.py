@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import binomtest
 
-from tlpipe.core.io import atomic_path, to_csv, write_text
-from tlpipe.core.style import RUN_COLORS
+from tlpipe.core.io import to_csv, write_text
+from tlpipe.core.style import RUN_COLORS, pyplot, save_figure
 from tlpipe.core.train import evaluate  # noqa: F401  (re-exported: compare and the tests import it from here)
 
 # Files written into the plots folder; dvc.yaml's top-level `plots:` names the same files.
@@ -27,9 +27,8 @@ def mcnemar(actual: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
     gets right and the other wrong count; under "equally accurate" each is a fair coin (two-sided binomial p)."""
     only_a = int(((a == actual) & (b != actual)).sum())
     only_b = int(((b == actual) & (a != actual)).sum())
-    n, k = only_a + only_b, min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1))  # exact integers (no SciPy): one rounding, at the end
-    p = min(1.0, 2 * tail / 2**n) if n else 1.0
+    n = only_a + only_b
+    p = binomtest(min(only_a, only_b), n, 0.5).pvalue if n else 1.0  # no disagreement: no evidence either way
     return {"a_only_correct": only_a, "b_only_correct": only_b, "p_value": float(f"{p:.4g}")}
 
 
@@ -69,12 +68,7 @@ def write_confusion(plots: Path, run: str, actual: np.ndarray, predicted: np.nda
 
 def plot_accuracy_png(path: Path, curves: dict[str, list[dict]], boundary: float, title: str) -> None:
     """Validation accuracy per epoch for every run, in full and zoomed on the last epochs, boundary marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.2), dpi=120)
     late = [r["val_accuracy"] for rows in curves.values() for r in rows if r["epoch"] > boundary]
     for ax, zoom in zip(axes, (False, True), strict=True):
         for run, rows in curves.items():
@@ -91,7 +85,4 @@ def plot_accuracy_png(path: Path, curves: dict[str, list[dict]], boundary: float
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
     fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(path, fig)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import platform
 import re
 import time
 import weakref
@@ -20,7 +19,7 @@ from dvclive.keras import DVCLiveCallback
 from tlpipe.core.data import Data, load_npz, split_train_val
 from tlpipe.core.errors import PipelineError
 from tlpipe.core.io import check_writable, pending, write_json
-from tlpipe.core.live import log_run, open_live
+from tlpipe.core.live import cpu_model, log_run, open_live
 from tlpipe.core.params import Base, Train
 from tlpipe.core.transfer import save_weights
 
@@ -51,18 +50,6 @@ def deterministic_kernels():
         ) from e
 
 
-def _processor() -> str:
-    """This machine's CPU model, e.g. 'AMD EPYC' (/proc/cpuinfo on Linux)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def training_devices(model: keras.Model) -> dict[str, str]:
     """The devices that hold `model`'s weights, which TensorFlow trains on, with their names.
 
@@ -72,7 +59,7 @@ def training_devices(model: keras.Model) -> dict[str, str]:
     names = {}
     for device in used:
         kind, index = device.split(":")
-        name = _processor()
+        name = cpu_model()
         if kind == "GPU":
             details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[int(index)])
             name = details.get("device_name", "GPU")

@@ -158,27 +158,7 @@ class SeedRuns:
         return self.head, features
 
     def _features(self, data: Data) -> tuple[keras.Model, Data]:
-        """(head, `data` with its images replaced by the extractor's outputs). A frozen extractor, BatchNormalization
-        in inference mode, is a fixed function of the image: a head-only run computes it once per image instead of
-        at every step. The head shares the whole model's layers, so training it trains the whole model."""
-        extractor, head = split_at_features(self.whole.model)
-        frozen = set(self.params.transfer.freeze)
-        missing = sorted(layer.name for layer in extractor.layers if layer.weights and layer.name not in frozen)
-        if missing:
-            raise PipelineError(f"params.yaml: the sweep's head-only runs need the whole extractor frozen, but "
-                                f"{missing} are not in transfer.freeze; add them to transfer.layers and "
-                                "transfer.freeze")
-        run = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
-        size = self.params.sweep.batch_size
-
-        def features(x: np.ndarray) -> np.ndarray:
-            out = np.empty((len(x), *head.input.shape[1:]), np.float32)  # filled in place: no 2x peak
-            images = x.reshape(len(x), *extractor.input.shape[1:])
-            for i in range(0, len(x), size):
-                out[i : i + size] = run(images[i : i + size].astype(np.float32)).numpy()
-            return out
-
-        return head, Data(features(data.x_train), data.y_train, features(data.x_val), data.y_val)
+        return head_features(self.whole.model, data, self.params.transfer.freeze, self.params.sweep.batch_size)
 
     def _head_features(self, data: Data) -> tuple[Trainer, Data]:
         """The head's Trainer and `data`'s features (the first `len(data.x_val)` images of the seed's order are
@@ -194,3 +174,24 @@ class SeedRuns:
         n_val, n = len(data.x_val), len(data.x_val) + len(data.x_train)
         features = self.features
         return self.head, Data(features.x_train[n_val:n], data.y_train, features.x_train[:n_val], data.y_val)
+
+
+def head_features(model: keras.Model, data: Data, freeze: list[str], batch_size: int) -> tuple[keras.Model, Data]:
+    """(head, `data` with its images replaced by the extractor's outputs). A frozen extractor, BatchNormalization in
+    inference mode, is a fixed function of the image: a head-only run computes it once per image instead of at every
+    step. The head shares `model`'s layers, so training it trains `model`."""
+    extractor, head = split_at_features(model)
+    missing = sorted(layer.name for layer in extractor.layers if layer.weights and layer.name not in set(freeze))
+    if missing:
+        raise PipelineError(f"params.yaml: the sweep's head-only runs need the whole extractor frozen, but {missing} "
+                            "are not in transfer.freeze; add them to transfer.layers and transfer.freeze")
+    run = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+
+    def features(x: np.ndarray) -> np.ndarray:
+        out = np.empty((len(x), *head.input.shape[1:]), np.float32)  # filled in place: no 2x peak
+        images = x.reshape(len(x), *extractor.input.shape[1:])
+        for i in range(0, len(x), batch_size):
+            out[i : i + batch_size] = run(images[i : i + batch_size].astype(np.float32)).numpy()
+        return out
+
+    return head, Data(features(data.x_train), data.y_train, features(data.x_val), data.y_val)

@@ -14,7 +14,7 @@ import numpy as np
 
 from tlpipe.core.errors import PipelineError
 from tlpipe.core.params import SWEEP_RUNS, Sweep
-from tlpipe.core.style import RUN_COLORS
+from tlpipe.core.style import RUN_COLORS, pyplot, save_figure
 
 
 def labelled_order(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -104,41 +104,19 @@ def point_path(root: Path, run: str, budget: int, seed: int) -> Path:
     return root / f"seed-{seed}" / f"{point_name(run, budget, seed)}.json"
 
 
-def t_quantile(p: float, df: int) -> float:
-    """Quantile of Student's t distribution with `df` degrees of freedom, p in (0.5, 1).
-
-    The CDF is integrated numerically (Simpson) from the density and inverted by bisection: no SciPy needed.
-    """
-    if not 0.5 < p < 1 or df < 1:
-        raise ValueError("need 0.5 < p < 1 and df >= 1")
-    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def cdf(t: float) -> float:
-        xs = np.linspace(0.0, t, 4001)
-        fs = np.exp(log_c - (df + 1) / 2 * np.log1p(xs**2 / df))
-        h = t / 4000
-        return 0.5 + h / 3 * (fs[0] + fs[-1] + 4 * fs[1:-1:2].sum() + 2 * fs[2:-1:2].sum())
-
-    low, high = 0.0, 1.0
-    while cdf(high) < p:
-        high *= 2
-    for _ in range(60):
-        mid = (low + high) / 2
-        low, high = (mid, high) if cdf(mid) < p else (low, mid)
-    return (low + high) / 2
-
-
 def summarize(values: list[float]) -> dict:
     """Mean, sample std (ddof=1) and the two-sided 95 % t confidence interval of the mean.
 
     One value (one seed) has a mean only: std and the interval are None (a spread of 0 would be made up).
     """
+    from scipy import stats  # noqa: PLC0415 (a second's import, for the intervals only)
+
     n = len(values)
     if n == 0:
         raise ValueError("no values")
     mean = float(np.mean(values))
     std = float(np.std(values, ddof=1)) if n > 1 else None
-    half = t_quantile(0.975, n - 1) * std / math.sqrt(n) if n > 1 else None  # no interval from one value
+    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else None  # no interval from one value
     return {
         "n": n,
         "mean": round(mean, 6),
@@ -274,14 +252,7 @@ def plot_png(path: Path, summary: dict) -> None:
 
     Without intervals (one seed) the lines are means only, with no error bars, and the title says so.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tlpipe.core.io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(7, 4.5), dpi=120)
     intervals = True
     for run in SWEEP_RUNS:
         if run not in summary:
@@ -305,25 +276,15 @@ def plot_png(path: Path, summary: dict) -> None:
                  else "Data efficiency: one seed, means only (no intervals)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(path, fig)
 
 
 def plot_gain(path: Path, summary: dict, title: str) -> None:
     """Every run's gain in test accuracy over scratch against labels (log x): mean over seeds with 95 % intervals,
     a zero line and the equivalence band (sweep.margin)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tlpipe.core.io import atomic_path
-
     rows = gain_rows(summary)
     runs = [run for run in summary["runs"] if any(r["run"] == run for r in rows)]
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(8, 4.8), dpi=120)
     margin = summary["margin"]
     ax.axhspan(-margin, margin, color="grey", alpha=0.18, label=f"equivalence band, +-{margin * 100:g} points")
     ax.axhline(0, color="black", linewidth=1)
@@ -343,23 +304,13 @@ def plot_gain(path: Path, summary: dict, title: str) -> None:
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(path, fig)
 
 
 def plot_convergence(path: Path, rows: list[dict]) -> None:
     """Validation accuracy against optimizer steps, one panel per budget, transfer and scratch (curve_rows)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tlpipe.core.io import atomic_path
-
     budgets = sorted({r["labels"] for r in rows})
-    fig, axes = plt.subplots(1, max(1, len(budgets)), figsize=(2.6 * max(1, len(budgets)), 3.2), dpi=120,
+    fig, axes = pyplot().subplots(1, max(1, len(budgets)), figsize=(2.6 * max(1, len(budgets)), 3.2), dpi=120,
                              sharex=True, squeeze=False)
     for ax, budget in zip(axes[0], budgets, strict=False):
         for run in sorted({r["run"] for r in rows}):
@@ -374,7 +325,4 @@ def plot_convergence(path: Path, rows: list[dict]) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation accuracy")
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(path, fig)
