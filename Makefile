@@ -38,8 +38,9 @@ study: $(INSTALLED)
 	$(PY) -m tlpipe.core.params
 	dvc repro study/dvc.yaml
 
+# Two workers (pytest-xdist), each test file on one of them: a file's end-to-end copy of the pipeline is built once.
 test: $(INSTALLED)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

@@ -9,12 +9,14 @@ That preprocessing itself is checked against real MNIST digits (from $DATA_MIRRO
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import warnings
@@ -150,12 +152,34 @@ def variant_files(folder: Path, digit: int) -> list[Path]:
     return paths
 
 
-def run_predict(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """`python -m tlpipe.apps.predict ARGS` in `cwd`, as a user runs it (no TF_CPP_MIN_LOG_LEVEL: predict sets it)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TLPIPE_DEBUG", "TF_CPP_MIN_LOG_LEVEL")}
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "tlpipe.apps.predict", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True)
+def run_predict(cwd: Path, *args: str, process: bool = False) -> subprocess.CompletedProcess:
+    """`predict ARGS` in `cwd`: its main() in this process (stdout and stderr captured), or with `process` as a user
+    runs it, `python -m tlpipe.apps.predict` (no TF_CPP_MIN_LOG_LEVEL: predict sets it)."""
+    if process:
+        env = {k: v for k, v in os.environ.items() if k not in ("TLPIPE_DEBUG", "TF_CPP_MIN_LOG_LEVEL")}
+        env["PYTHONPATH"] = str(ROOT)
+        return subprocess.run([sys.executable, "-m", "tlpipe.apps.predict", *args], cwd=cwd, env=env,
+                              capture_output=True, text=True)
+    from tlpipe.apps import predict as command
+
+    streams = [io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True) for _ in range(2)]
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # cli.run sets its own
+    here, argv, code = os.getcwd(), sys.argv, 0
+    try:
+        os.chdir(cwd)
+        sys.argv = ["predict", *args]
+        with contextlib.redirect_stdout(streams[0]), contextlib.redirect_stderr(streams[1]):
+            try:
+                command.main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        os.chdir(here)
+        sys.argv = argv
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    out, err = (s.buffer.getvalue().decode() for s in streams)
+    return subprocess.CompletedProcess(["predict", *args], code, out, err)
 
 
 def json_results(result: subprocess.CompletedProcess) -> list[dict]:
@@ -172,7 +196,7 @@ def json_results(result: subprocess.CompletedProcess) -> list[dict]:
 @pytest.fixture(scope="session")
 def raw_run(work, mnist_inputs) -> subprocess.CompletedProcess:
     """--raw --json on the PNG folder and the .npy of the same images."""
-    return run_predict(work, "--model", "tiny.keras", "--raw", "--json", "mnist", "mnist.npy")
+    return run_predict(work, "--model", "tiny.keras", "--raw", "--json", "mnist", "mnist.npy", process=True)
 
 
 @pytest.fixture(scope="session")
@@ -183,8 +207,8 @@ def variants(work, recognised) -> list[tuple[int, Path]]:
 @pytest.fixture(scope="session")
 def preprocessed_run(work, mnist_inputs, variants) -> subprocess.CompletedProcess:
     """--json with preprocessing, on the PNG folder and the variants (good inputs only), with the uint8 model."""
-    return run_predict(work, "--model", "tiny_uint8.keras", "--json", "mnist", *(str(p.relative_to(work))
-                                                                                  for _, p in variants))
+    return run_predict(work, "--model", "tiny_uint8.keras", "--json", "mnist",
+                       *(str(p.relative_to(work)) for _, p in variants), process=True)
 
 
 # --- end to end ----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.support import ROOT, default_params, run_stage, tiny_params
+from tests.support import ROOT, default_params, run_main, tiny_params
 from tlpipe.core import io
 from tlpipe.core.cli import run
 from tlpipe.core.errors import PipelineError
@@ -89,7 +89,7 @@ def test_a_diverging_run_stops_with_one_line_and_writes_nothing(tmp_path, mirror
     params = tiny_params(mirror[1])
     params["scratch"].update(lr=1e38, warmup=0.0, schedule="constant")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = run_stage(tmp_path, "scratch", str(data_dir / "target.npz"), "models/s.named.h5", "logs")
+    result = run_main(tmp_path, "scratch", str(data_dir / "target.npz"), "models/s.named.h5", "logs")
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "error: scratch: training diverged: loss and val_loss not finite in epoch 1; lower scratch.lr "
@@ -114,7 +114,7 @@ def test_an_output_that_cannot_be_written_fails_before_training(tmp_path, mirror
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(mirror[1])))
     (tmp_path / "models").write_text("a file where the folder should be")
     started = time.perf_counter()
-    result = run_stage(tmp_path, "scratch", str(data_dir / "target.npz"), "models/s.named.h5", "logs")
+    result = run_main(tmp_path, "scratch", str(data_dir / "target.npz"), "models/s.named.h5", "logs")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: scratch: models/s.named.h5: cannot write here (Not a directory)"]

@@ -93,6 +93,7 @@ def test_no_output_in_the_dvc_cache_is_also_tracked_by_git():
 # --- the TensorFlow builds -----------------------------------------------------------------------------------
 
 
+@pytest.mark.ci  # the package index, a minute: the project's check (.ci/run), not a user's `make test`
 def test_tensorflow_extras_resolve_to_exactly_one_build(tmp_path):
     """`pip install --dry-run` resolves each extra against the package index (needs PyPI, like the install)."""
     found = {}

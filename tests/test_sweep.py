@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from tests.support import run_stage
+from tests.support import run_main
 from tlpipe.core.errors import PipelineError
-from tlpipe.core.params import SWEEP_RUNS, load_params
+from tlpipe.core.params import load_params
 from tlpipe.lab.sweep import (
     aggregate,
     budget_rule,
@@ -151,7 +151,7 @@ def test_aggregate_pairs_runs_by_seed(cfg):
 def test_data_efficiency_names_a_missing_point(tmp_path, params_file):
     points = tmp_path / "points"
     points.mkdir()
-    result = run_stage(tmp_path, "data_efficiency", "--points", "points", "--runs", "transfer", "scratch",
+    result = run_main(tmp_path, "data_efficiency", "--points", "points", "--runs", "transfer", "scratch",
                        "--pretrain-log", "log", "--metrics-out", "out.json", "--plots-out", "plots")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
@@ -162,14 +162,14 @@ def test_data_efficiency_names_a_missing_point(tmp_path, params_file):
 
 
 def test_point_record(tmp_path, params_file, data_dir):
-    result = run_stage(tmp_path, "sweep_point", "--runs", "scratch", "--budgets", "60", "--seed", "1",
+    result = run_main(tmp_path, "sweep_point", "--runs", "scratch", "--budgets", "60", "--seed", "1",
                        "--data", str(data_dir / "target.npz"), "--out-dir", "points")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "points").iterdir()) == ["scratch-60-1.json"]
     record = json.loads((tmp_path / "points" / "scratch-60-1.json").read_text())
     assert (record["n_train"], record["n_val"], record["batch_size"], record["steps"]) == (50, 10, 8, 8)
     assert 0 <= record["test_accuracy"] <= 1 and record["selected"]["best_step"] in (0, 2, 4, 6, 8)
-    result = run_stage(tmp_path, "sweep_point", "--runs", "transfer", "--budgets", "60", "--seed", "1",
+    result = run_main(tmp_path, "sweep_point", "--runs", "transfer", "--budgets", "60", "--seed", "1",
                        "--data", str(data_dir / "target.npz"), "--out-dir", "other")
     assert result.returncode == 2 and "needs --source-weights" in result.stderr
     assert not (tmp_path / "other").exists()
@@ -185,21 +185,20 @@ def test_points_in_one_process_match_points_alone(tmp_path, params_file, data_di
 
     params = load_params(params_file)
     keras.utils.set_random_seed(7)
-    save_weights(build_model("source", params.model, params.base.image_size), tmp_path / "fashion.named.h5")
-    common = ["--seed", "1", "--data", str(data_dir / "target.npz"), "--source-weights", "fashion.named.h5"]
-    together = run_stage(tmp_path, "sweep_point", "--runs", *SWEEP_RUNS, "--budgets", "20", "60", *common,
-                         "--out-dir", "together")
+    save_weights(build_model("source", params.model, params.base.image_size), tmp_path / "source.named.h5")
+    common = ["--seed", "1", "--data", str(data_dir / "target.npz"), "--source-weights", "source.named.h5"]
+    runs = ["transfer", "frozen", "scratch", "adabn", "depth2"]  # each way a point starts and shares its work
+    together = run_main(tmp_path, "sweep_point", "--runs", *runs, "--budgets", "20", "60", *common,
+                        "--out-dir", "together")
     assert together.returncode == 0, together.stderr
-    assert len(list((tmp_path / "together").glob("*.json"))) == 2 * len(SWEEP_RUNS)
-    for run in SWEEP_RUNS:
-        for budget in ("20", "60") if run in ("transfer", "frozen", "scratch") else ("60",):
-            alone = run_stage(tmp_path, "sweep_point", "--runs", run, "--budgets", budget, *common,
-                              "--out-dir", "alone")
-            assert alone.returncode == 0, alone.stderr
-            a, b = (json.loads((tmp_path / d / f"{run}-{budget}-1.json").read_text()) for d in ("together", "alone"))
-            for record in (a, b):  # wall time and the day are all that may differ
-                record.pop("seconds"), record.pop("date")
-            assert a == b, (run, budget)
+    assert len(list((tmp_path / "together").glob("*.json"))) == 2 * len(runs)
+    for run in runs:  # each alone, at the budget after the first one's shared work
+        alone = run_main(tmp_path, "sweep_point", "--runs", run, "--budgets", "60", *common, "--out-dir", "alone")
+        assert alone.returncode == 0, alone.stderr
+        a, b = (json.loads((tmp_path / d / f"{run}-60-1.json").read_text()) for d in ("together", "alone"))
+        for record in (a, b):  # wall time and the day are all that may differ
+            record.pop("seconds"), record.pop("date")
+        assert a == b, run
 
 
 def test_trainer_gives_each_run_a_new_optimizer_and_schedule(params_file):
@@ -308,7 +307,7 @@ def test_one_seed_gives_means_without_intervals(tmp_path, params_file, monkeypat
         (tmp_path / "points" / "seed-0" / f"{record['run']}-{record['budget']}-0.json").write_text(json.dumps(record))
     (tmp_path / "log").mkdir()
     (tmp_path / "log" / "metrics.json").write_text(json.dumps({"train_seconds": 5.0}))
-    result = run_stage(tmp_path, "data_efficiency", "--points", "points", "--runs", "transfer", "frozen", "scratch",
+    result = run_main(tmp_path, "data_efficiency", "--points", "points", "--runs", "transfer", "frozen", "scratch",
                        "--pretrain-log", "log", "--metrics-out", "out.json", "--plots-out", "stage_plots")
     assert result.returncode == 0, result.stderr
     # with where and when from the records (these synthetic ones name neither), and the pretraining's time
