@@ -40,8 +40,8 @@ def main() -> None:
     make_deterministic(params.base.seed, params.base.deterministic)
     target, source = load_target(args.target), load_npz(args.source_data)
 
-    def test(task: str, weights: Path, arrays: dict, classes: int) -> dict:
-        model = build_model(task, params.model, params.base.image_size, classes)
+    def test(role: str, weights: Path, arrays: dict, classes: int) -> dict:
+        model = build_model(role, params.model, params.base.image_size, classes)
         load_weights(model, weights)
         return evaluate(model, arrays["x_test"], arrays["y_test"], params.base.batch_size)
 
@@ -56,8 +56,8 @@ def main() -> None:
         "transfer": read_curve(args.logs / "frozen_head") + read_curve(args.logs / "finetune"),
         "scratch": read_curve(args.logs / "scratch"),
     }
-    seconds = {stage: read_summary(args.logs / stage)["train_seconds"] for stage in ("frozen_head", "finetune")}
-    seconds = {"transfer": sum(seconds.values()), "scratch": read_summary(args.logs / "scratch")["train_seconds"]}
+    seconds = {run: sum(read_summary(args.logs / stage)["train_seconds"] for stage in stages)
+               for run, stages in (("transfer", ("frozen_head", "finetune")), ("scratch", ("scratch",)))}
     for run_name in curves:
         write_confusion(args.plots_out, run_name, target.y_test, results[run_name]["predicted"], target.classes)
     write_curves(args.plots_out, curves)

@@ -255,22 +255,10 @@ def plot_png(path: Path, summary: dict) -> None:
     fig, ax = pyplot().subplots(figsize=(7, 4.5), dpi=120)
     intervals = True
     for run in SWEEP_RUNS:
-        if run not in summary:
-            continue
-        budgets = sorted(int(b) for b in summary[run])
-        rows = [summary[run][str(b)] for b in budgets]
-        mean = np.array([r["mean"] for r in rows])
-        if any(r["ci95_low"] is None or r["ci95_high"] is None for r in rows):
-            intervals = False
-            ax.plot(budgets, mean, marker="o", label=run, color=RUN_COLORS[run])
-            continue
-        low = np.array([r["ci95_low"] for r in rows])
-        high = np.array([r["ci95_high"] for r in rows])
-        ax.errorbar(budgets, mean, yerr=[mean - low, high - mean], marker="o", capsize=4, label=run,
-                    color=RUN_COLORS[run])
-    ax.set_xscale("log")
-    ax.set_xlabel("labels per class" if summary.get("per_class") else
-                  "labelled training images (validation split included)")
+        if run in summary:
+            budgets = sorted(int(b) for b in summary[run])
+            intervals &= _errorbars(ax, budgets, [summary[run][str(b)] for b in budgets], run, capsize=4)
+    _label_budgets(ax, summary)
     ax.set_ylabel("test accuracy")
     ax.set_title("Data efficiency: mean over seeds, 95 % t-interval" if intervals
                  else "Data efficiency: one seed, means only (no intervals)")
@@ -291,20 +279,31 @@ def plot_gain(path: Path, summary: dict, title: str) -> None:
     for i, run in enumerate(runs):
         mine = sorted((r for r in rows if r["run"] == run), key=lambda r: r["labels"])
         x = np.array([r["labels"] for r in mine]) * 1.06 ** (i - (len(runs) - 1) / 2)  # side by side, not on top
-        mean = np.array([r["mean"] for r in mine])
-        if any(r["ci95_low"] is None for r in mine):
-            ax.plot(x, mean, marker="o", label=run, color=RUN_COLORS[run])
-            continue
-        err = [mean - np.array([r["ci95_low"] for r in mine]), np.array([r["ci95_high"] for r in mine]) - mean]
-        ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=run, color=RUN_COLORS[run])
-    ax.set_xscale("log")
-    ax.set_xlabel("labels per class" if summary.get("per_class") else
-                  "labelled training images (validation split included)")
+        _errorbars(ax, x, mine, run, capsize=3)
+    _label_budgets(ax, summary)
     ax.set_ylabel("test accuracy minus scratch's (same labels, same seed)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     save_figure(path, fig)
+
+
+def _errorbars(ax, x, rows: list[dict], run: str, capsize: int) -> bool:
+    """`rows`' means against `x` with their 95 % intervals as error bars; a plain line when any has no interval
+    (one seed). Whether it drew the intervals."""
+    mean = np.array([r["mean"] for r in rows])
+    if any(r["ci95_low"] is None or r["ci95_high"] is None for r in rows):
+        ax.plot(x, mean, marker="o", label=run, color=RUN_COLORS[run])
+        return False
+    err = [mean - np.array([r["ci95_low"] for r in rows]), np.array([r["ci95_high"] for r in rows]) - mean]
+    ax.errorbar(x, mean, yerr=err, marker="o", capsize=capsize, label=run, color=RUN_COLORS[run])
+    return True
+
+
+def _label_budgets(ax, summary: dict) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel("labels per class" if summary.get("per_class") else
+                  "labelled training images (validation split included)")
 
 
 def plot_convergence(path: Path, rows: list[dict]) -> None:
