@@ -50,9 +50,8 @@ def main() -> None:
     params = load_params()
     keras.utils.set_random_seed(params.base.seed)
     arrays = load_npz(args.data / ("fashion_mnist.npz" if args.phase == "pretrain" else "mnist.npz"))
-    x_train, y_train, x_val, y_val = split_train_val(
-        arrays["x_train"], arrays["y_train"], params.base.val_size, params.base.seed
-    )
+    x_train, y_train, x_val, y_val = split_train_val(arrays["x_train"], arrays["y_train"], params.base.val_size,
+                                                     params.base.seed)
     model = build_model("source" if args.phase == "pretrain" else "mnist", params.model, params.base.image_size)
     if args.phase == "frozen":
         transfer_by_name(model, args.workdir / "pretrain.named.h5", params.transfer.layers)

@@ -52,9 +52,8 @@ def stage_env(pythonpath: Path | None = ROOT) -> dict[str, str]:
 
 
 def schedule(reuse_reference: bool) -> list[tuple[str, str]]:
-    """The timed processes in order, as (side, phase or stage): each reference phase, then the project stage
-    that does the same job, so that a slow spell of the machine lands on both sides; `compare` last (timed,
-    not counted). With a reused reference only the project's stages run."""
+    """The timed processes in order, as (side, phase or stage), interleaved as the module docstring says; with a
+    reused reference only the project's stages run."""
     steps = []
     for phase, stage in PHASES.items():
         if not reuse_reference:
@@ -100,26 +99,22 @@ def prepare_project(work: Path, data: Path, overrides: list[str]) -> dict[str, l
     return {stage: shlex.split(stages[stage]["cmd"]) for stage in [*PHASES.values(), "compare"]}
 
 
-def reference_command(phase: str, data: Path, work: Path) -> list[str]:
-    return [sys.executable, str(ROOT / "benchmarks" / "reference.py"), "--phase", phase,
-            "--data", str(data), "--workdir", str(work)]
-
-
 def run_interleaved(ref_work: Path, proj_work: Path, data: Path, env: dict, overrides: list[str],
                     reference: dict | None = None) -> tuple[dict, dict, list[str]]:
     """Run `schedule`'s processes; return the reference's phases (`reference` itself when given: reused from
     an earlier report, nothing re-run), the project's stages and the order they ran in."""
     commands = prepare_project(proj_work, data, overrides)
     params = load_params(proj_work / "params.yaml")
-    epochs = {"pretrain": params.pretrain.epochs, "frozen_head": params.frozen_head.epochs,
-              "finetune": params.finetune.epochs, "scratch": params.scratch.epochs}
+    epochs = {stage: getattr(params, stage).epochs for stage in PHASES.values()}
     n_train = {npz: len(load_npz(data / npz)["y_train"]) - params.base.val_size
                for npz in ("fashion_mnist.npz", "mnist.npz")}
     ref_out = {} if reference is None else reference
     proj_out, order = {}, []
     for side, name in schedule(reuse_reference=reference is not None):
         if side == "reference":
-            result = timed(reference_command(name, data, ref_work), cwd=str(ROOT), env=env)
+            command = [sys.executable, str(ROOT / "benchmarks" / "reference.py"), "--phase", name,
+                       "--data", str(data), "--workdir", str(ref_work)]
+            result = timed(command, cwd=str(ROOT), env=env)
             if result["returncode"]:
                 raise SystemExit(f"reference phase {name} failed (exit {result['returncode']})")
             ref_out[name] = result | json.loads((ref_work / f"{name}.json").read_text())
@@ -148,8 +143,7 @@ def noop_repro_seconds(env: dict) -> float | None:
     if status.returncode != 0:
         print("dvc status is not clean: no-op repro not measured", file=sys.stderr)
         return None
-    best = min(timed(["dvc", "repro", "--quiet"], cwd=str(ROOT), env=env)["seconds"] for _ in range(3))
-    return best
+    return min(timed(["dvc", "repro", "--quiet"], cwd=str(ROOT), env=env)["seconds"] for _ in range(3))
 
 
 def summarize(reference: dict, project: dict, gflops: float, flops: dict, noop: float | None, argv: list,

@@ -54,10 +54,6 @@ print(json.dumps(out))
 """
 
 
-def parse_value(text: str) -> object:
-    return yaml.safe_load(text)
-
-
 def set_key(params: dict, dotted: str, value: object) -> None:
     *parents, last = dotted.split(".")
     node = params
@@ -102,12 +98,12 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every candidate")
     parser.add_argument("--candidate", nargs="+", action="append", default=[], metavar="NAME [KEY=VALUE ...]")
     args = parser.parse_args()
-    common = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    common = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     candidates = args.candidate or [["defaults"]]
     weights = dict(item.split("=", 1) for item in args.weights)
     results = {}
     for name, *items in candidates:
-        overrides = common | {k: parse_value(v) for k, v in (item.split("=", 1) for item in items)}
+        overrides = common | {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}
         runs = {folder.name: run_candidate(folder, weights, overrides) for folder in args.folder}
         mean = {run: round(sum(r["accuracy"][run] for r in runs.values()) / len(runs), 6)
                 for run in ("transfer", "frozen_head", "scratch")}

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 CANVAS = 64
 MAX_FILL = 0.6  # a glyph filling more of its box is a blob, not a readable digit
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts")
+TEST = "test"
 
 
 def glyphs(font: ImageFont.FreeTypeFont) -> list[np.ndarray] | None:
@@ -60,11 +61,7 @@ def fill(mask: np.ndarray) -> float:
 
 
 def find_fonts() -> list[Path]:
-    found = []
-    for root in FONT_DIRS:
-        for suffix in ("*.ttf", "*.otf", "*.TTF", "*.OTF"):
-            found += Path(root).rglob(suffix)
-    return sorted(set(found))
+    return sorted({p for root in FONT_DIRS for p in Path(root).rglob("*") if p.suffix.lower() in (".ttf", ".otf")})
 
 
 def usable_fonts(paths: list[Path]) -> list[Path]:
@@ -137,8 +134,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.out}: {len(fonts)} fonts ({n_train} training, {n_test} test), "
           f"{args.per_font * 10 * n_train} training and {args.per_font * 10 * n_test} test images")
 
-
-TEST = "test"
 
 if __name__ == "__main__":
     main()

@@ -94,9 +94,7 @@ def plot(report: dict, path: Path) -> None:
     fig, ax = pyplot().subplots(figsize=(7, 4.5), dpi=120)
     for arm, rows in report["arms"].items():
         budgets = sorted(int(b) for b in rows)
-        mean = np.array([rows[str(b)]["mean"] for b in budgets])
-        low = np.array([rows[str(b)]["ci95_low"] for b in budgets])
-        high = np.array([rows[str(b)]["ci95_high"] for b in budgets])
+        mean, low, high = (np.array([rows[str(b)][k] for b in budgets]) for k in ("mean", "ci95_low", "ci95_high"))
         ax.errorbar(budgets, mean, yerr=[mean - low, high - mean], marker="o", capsize=4, label=arm,
                     linestyle="--" if arm.startswith("frozen") else "-")
     ax.set_xscale("log")

@@ -25,8 +25,7 @@ from tlpipe.core.target import TargetData
 
 TEST_FOLDER = "test"
 MNIST_SIZE = 28  # target.preprocess: mnist makes MNIST's 28x28 form
-# Files skipped (and image sizes seen) listed by name in the report, at most
-LISTED = 50
+LISTED = 50  # files skipped (and image sizes seen) listed by name in the report, at most
 MAX_FILE = 64 * 2**20  # bytes: larger files are skipped unread (predict's pixel limit applies to the rest)
 
 

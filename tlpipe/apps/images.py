@@ -32,7 +32,6 @@ class InputError(Exception):
     """One input cannot be predicted; the message says why (the caller names the input)."""
 
 
-
 # --- pixels -> MNIST form --------------------------------------------------------------------------------------
 
 
@@ -109,9 +108,8 @@ class Digit:
 
 
 def prepare(gray: np.ndarray) -> Digit:
-    """A grayscale image (2-D, values 0-255, any size, either polarity) in MNIST form: (28, 28) uint8, with notes
-    on what does not look like one digit. Raises InputError for a blank image. (The module docstring has the
-    steps.)"""
+    """A grayscale image (2-D, values 0-255, any size, either polarity) in MNIST form, (28, 28) uint8, with notes
+    on what does not look like one digit; InputError if it is blank. (predict's docstring has the steps.)"""
     from scipy import ndimage  # noqa: PLC0415 (only where images are preprocessed)
 
     gray = np.asarray(gray, np.float32)
@@ -149,9 +147,7 @@ def prepare(gray: np.ndarray) -> Digit:
         notes.append("ink in many separate marks: not one digit?")
     peak = float(ink.max())
     ink *= 255 / peak
-    rows = np.flatnonzero((ink > INK * 255).any(axis=1))
-    cols = np.flatnonzero((ink > INK * 255).any(axis=0))
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    crop = ink[ndimage.find_objects((ink > INK * 255).astype(np.uint8))[0]]  # the bounding box of the strong ink
     height, width = crop.shape
     if width > WIDEST * height:
         notes.append(f"ink {width}x{height} pixels, wider than a digit: a dash, or several digits?")
@@ -180,13 +176,9 @@ def resize(gray: np.ndarray, size: int = SIZE) -> np.ndarray:
     return np.rint(np.clip(np.asarray(out), 0, 255)).astype(np.uint8)
 
 
-# How an image becomes the model's input: MNIST's form (prepare), grayscale and resized (a model trained with
-# target.preprocess: resize says so in its file), or as it is (--raw).
-FORMS = ("mnist", "resize", "raw")
-
-
 def model_input(gray: np.ndarray, form: str) -> Digit:
-    """`gray` (values 0-255) as the model's input image, in the `form` of FORMS."""
+    """`gray` (values 0-255) as the model's input: in MNIST's form (prepare), grayscale and resized (a model
+    trained with target.preprocess: resize says so in its file), or as it is ("raw", predict --raw)."""
     if form == "mnist":
         return prepare(gray)
     if form == "resize":  # as the prepare stage makes them: any image, blank or not

@@ -4,11 +4,9 @@ Usage: predict [--model models/transfer.keras] [--json] [--raw] [--min-confidenc
 
 Each PATH is an image (PNG, JPEG, WebP, BMP, GIF, TIFF, or anything else Pillow reads), a folder, or a .npy
 array. A folder is searched recursively (symlinked folders too, each once), in sorted path order, for files of
-every format Pillow opens and *.npy files (any letter case); hidden files and folders (".name") and other files
-are skipped. A .npy array
-holds one image (28, 28) or a stack (N, 28, 28) (a trailing axis of 1 is allowed) of uint8 pixels, or of floats
-in [0, 255] (rounded to whole pixel values; an array within [0, 1] is refused as fractions); its images are named
-file.npy[i] and, like image files, preprocessed unless --raw.
+every format Pillow opens and *.npy files (any letter case), skipping hidden names (".name") and other files. A
+.npy array holds one image (28, 28) or a stack (N, 28, 28) (a trailing axis of 1 is allowed) of uint8 pixels, or
+floats in [0, 255] (rounded; an array within [0, 1] is refused as fractions); its images are named file.npy[i].
 
 Every image is first brought to 8-bit grayscale: colour by Pillow's luma, 16-bit by /257, a multi-frame
 GIF/TIFF by its first frame, a JPEG turned by its EXIF orientation. Transparency is composited onto a backdrop:
@@ -46,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import traceback
 import zipfile
@@ -80,7 +79,6 @@ class Item:
     notes: list[str] = field(default_factory=list)  # why the image may not be one digit (Digit.notes)
 
 
-
 def read_array(path: Path, form: str) -> list[Item]:
     """The images of the .npy file `path` (one Item each, failed or not); InputError if the file is unusable."""
     name = str(path)
@@ -112,16 +110,17 @@ def read_array(path: Path, form: str) -> list[Item]:
     stack = array[None] if single else array
     if not len(stack):
         raise InputError(f"array of shape {shape} holds no images")
-    items = []
-    for i, image in enumerate(stack):
-        index = None if single else i
-        source = name if single else f"{name}[{i}]"
-        try:
-            digit = model_input(image.astype(np.float32), form)
-            items.append(Item(source, name, index, digit.image, notes=digit.notes))
-        except InputError as e:
-            items.append(Item(source, name, index, problem=str(e), cause=e))
-    return items
+    return [image_item(name if single else f"{name}[{i}]", name, None if single else i, image.astype(np.float32),
+                       form) for i, image in enumerate(stack)]
+
+
+def image_item(source: str, path: str, index: int | None, gray: np.ndarray, form: str) -> Item:
+    """The Item of grayscale image `gray` (0-255) as the model's input, or a failed one."""
+    try:
+        digit = model_input(gray, form)
+    except InputError as e:
+        return Item(source, path, index, problem=str(e), cause=e)
+    return Item(source, path, index, digit.image, notes=digit.notes)
 
 
 def read_file(path: Path, form: str) -> list[Item]:
@@ -143,8 +142,7 @@ def read_file(path: Path, form: str) -> list[Item]:
             return read_array(path, form)
         if path.suffix.lower() == ".npy":
             raise InputError("not a .npy array (no NumPy header)")
-        digit = model_input(grayscale(open_image(path)), form)
-        return [Item(name, name, None, digit.image, notes=digit.notes)]
+        return [image_item(name, name, None, grayscale(open_image(path)), form)]
     except InputError as e:
         return [Item(name, name, None, problem=str(e), cause=e)]
 
@@ -193,8 +191,6 @@ def read_inputs(paths: Iterable[str], form: str = "mnist") -> list[Item]:
                 items.append(Item(arg, arg, None, problem="folder has no images (nor .npy arrays)"))
             for file in files:
                 items += read_file(file, form)
-        elif not path.exists():
-            items.append(Item(arg, arg, None, problem="no such file or folder"))
         else:
             items += read_file(path, form)
     return items
@@ -206,18 +202,14 @@ def read_inputs(paths: Iterable[str], form: str = "mnist") -> list[Item]:
 def check_model_file(path: Path) -> None:
     """Cheap checks before TensorFlow is imported: PipelineError naming `path` unless it looks like a .keras file."""
     try:
-        path.stat()
-    except FileNotFoundError:
-        hint = "export one with `dvc repro export`, or pass --model"
-        raise PipelineError(f"{path}: no such model file ({hint})") from None
-    except OSError as e:
-        raise PipelineError(f"{path}: cannot read the model file ({e.strerror})") from e
-    if not path.is_file():
-        raise PipelineError(f"{path}: not a model file (a Keras 3 .keras file is needed)")
-    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise PipelineError(f"{path}: not a model file (a Keras 3 .keras file is needed)")
         with open(path, "rb") as f:
             head = f.read(8)
         is_zip = zipfile.is_zipfile(path)
+    except FileNotFoundError:
+        hint = "export one with `dvc repro export`, or pass --model"
+        raise PipelineError(f"{path}: no such model file ({hint})") from None
     except OSError as e:
         raise PipelineError(f"{path}: cannot read the model file ({e.strerror})") from e
     if not is_zip:
@@ -248,20 +240,16 @@ def model_metadata(path: Path) -> dict:
 def model_classes(path: Path) -> list[str] | None:
     """The class names an exported model carries (metadata.json's "classes"), or None for a plain Keras file."""
     classes = model_metadata(path).get("classes")
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        return None
-    return classes
+    return classes if isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes) else None
 
 
 def model_form(path: Path) -> str:
-    """How the model's training images were made (metadata.json's "preprocess"): MNIST's form unless it says
-    resize."""
+    """How the model's training images were made: MNIST's form unless metadata.json's "preprocess" says resize."""
     return "resize" if model_metadata(path).get("preprocess") == "resize" else "mnist"
 
 
 def load_model(path: Path, classes: int = 10):
-    """The Keras model in `path` (safe mode, not compiled) with `classes` outputs; PipelineError naming `path` if it
-    is not usable."""
+    """The Keras model in `path` (safe mode, not compiled) with `classes` outputs; PipelineError if it is unusable."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # TensorFlow: the slow import, only once there is something to predict
 
@@ -293,12 +281,6 @@ def predict(model, images: np.ndarray) -> np.ndarray:
 # --- output ----------------------------------------------------------------------------------------------------
 
 
-def report_problem(item: Item) -> None:
-    if os.environ.get(DEBUG_ENV) and item.cause is not None:
-        traceback.print_exception(item.cause)
-    print(f"predict: {item.source}: {item.problem}", file=sys.stderr, flush=True)
-
-
 def warnings_of(item: Item, probs: np.ndarray, min_confidence: float) -> list[str]:
     """Why this answer may be wrong: a low probability, or an input that does not look like one digit."""
     low = [f"low confidence (under {min_confidence:.0%})"] if probs.max() < min_confidence else []
@@ -325,8 +307,7 @@ def table_line(item: Item, probs: np.ndarray, width: int, classes: list[str], mi
 
 def write_results(items: list[Item], probs: np.ndarray, as_json: bool, classes: list[str],
                   min_confidence: float = 0.0) -> None:
-    """Results to stdout and problems to stderr, in input order. An answer to doubt is marked "?" with the reasons
-    (JSON: "warnings")."""
+    """Results to stdout and problems to stderr, in input order; an answer to doubt marked "?" (JSON: "warnings")."""
     done = [item for item in items if item.problem is None]
     width = max([len("source"), *(len(item.source) for item in done)])
     heading = "digit" if classes == DIGITS else "class"
@@ -338,7 +319,9 @@ def write_results(items: list[Item], probs: np.ndarray, as_json: bool, classes: 
     for item in items:
         if item.problem is not None:
             sys.stdout.flush()
-            report_problem(item)
+            if os.environ.get(DEBUG_ENV) and item.cause is not None:
+                traceback.print_exception(item.cause)
+            print(f"predict: {item.source}: {item.problem}", file=sys.stderr, flush=True)
             continue
         print(json_line(item, probs[k], classes, min_confidence) if as_json
               else table_line(item, probs[k], width, classes, min_confidence, name_width))
@@ -395,10 +378,8 @@ def main() -> None:
     def command() -> None:
         try:
             code = predict_main()
-        except (PipelineError, SystemExit, KeyboardInterrupt):
-            raise
         except Exception as e:  # never a traceback for the user (TLPIPE_DEBUG=1 shows it)
-            if os.environ.get(DEBUG_ENV):
+            if isinstance(e, PipelineError) or os.environ.get(DEBUG_ENV):
                 raise
             raise PipelineError(f"unexpected {type(e).__name__}: {first_line(e)}") from e
         if code:
