@@ -62,7 +62,7 @@ bench: $(INSTALLED)
 # make sweep-shard SHARD=2/4
 sweep-shard: $(INSTALLED)
 	@test -n "$(SHARD)" || { echo "make: sweep-shard needs SHARD=i/n, e.g. make sweep-shard SHARD=2/4" >&2; exit 1; }
-	$(PY) -m tlpipe.lab.shard $(SHARD)
+	$(PY) -m tlpipe.apps.shard $(SHARD)
 
 # Every marked table in README.md and docs/*.md, rendered from the results files in the workspace: after your own
 # `make repro`, your numbers. `docs-check` fails where a document differs from that rendering; .ci/run runs it on

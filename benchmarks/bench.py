@@ -1,6 +1,6 @@
 """Benchmark helpers: FLOPs from the architecture, the machine's matmul rate, timed child processes, the CPU.
 
-Only benchmarks/ uses them. Keras and TensorFlow are imported where needed, so that `time_command.py` runs
+benchmarks/ and research/ use them. Keras and TensorFlow are imported where needed, so that `time_command.py` runs
 before the project's .venv exists (e.g. to time `make repro` from a fresh clone).
 """
 

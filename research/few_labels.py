@@ -41,7 +41,7 @@ SCORE = """
 import json, sys
 from tlpipe.core.model import build_model
 from tlpipe.core.params import load_params
-from tlpipe.core.report import evaluate
+from tlpipe.core.train import evaluate
 from tlpipe.core.target import load_target
 from tlpipe.core.transfer import load_weights
 params, target = load_params(), load_target("data/target.npz")

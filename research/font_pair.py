@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench import cpu_info  # noqa: E402
 from research.own_images import folder_sweep  # noqa: E402
 from tlpipe.core.params import SWEEP_RUNS  # noqa: E402
-from tlpipe.lab.sweep import aggregate, plot_gain  # noqa: E402
+from tlpipe.lab.sweep import aggregate  # noqa: E402
+from tlpipe.report.figures import plot_gain  # noqa: E402
 
 
 def main() -> None:

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench import cpu_info  # noqa: E402
 from tlpipe.apps.folder import prepare_target  # noqa: E402
 from tlpipe.core.params import load_params  # noqa: E402
-from tlpipe.core.style import pyplot, save_figure  # noqa: E402
 from tlpipe.lab.sweep import summarize  # noqa: E402
+from tlpipe.report.figures import pyplot, save_figure  # noqa: E402
 
 LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 PAIRS = [("transfer[mnist]", "scratch"), ("transfer[fashion_mnist]", "scratch"), ("frozen[mnist]", "scratch"),

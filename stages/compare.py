@@ -16,18 +16,11 @@ from tlpipe.core.io import write_json
 from tlpipe.core.live import measured, read_curve, read_summary
 from tlpipe.core.model import build_model
 from tlpipe.core.params import load_params
-from tlpipe.core.report import (
-    ACCURACY_PNG,
-    compare_metrics,
-    evaluate,
-    mcnemar,
-    plot_accuracy_png,
-    write_confusion,
-    write_curves,
-)
 from tlpipe.core.target import load_target
 from tlpipe.core.train import make_deterministic
 from tlpipe.core.transfer import load_weights
+from tlpipe.report.compare import ACCURACY_PNG, compare_metrics, evaluate, mcnemar, write_confusion, write_curves
+from tlpipe.report.figures import plot_accuracy_png
 
 
 def main() -> None:

@@ -17,16 +17,8 @@ from tlpipe.core.errors import PipelineError
 from tlpipe.core.io import to_csv, write_json, write_text
 from tlpipe.core.live import measured, read_summary
 from tlpipe.core.params import SWEEP_RUNS, load_params
-from tlpipe.lab.sweep import (
-    aggregate,
-    curve_rows,
-    gain_rows,
-    plot_convergence,
-    plot_gain,
-    plot_png,
-    plot_rows,
-    point_path,
-)
+from tlpipe.lab.sweep import aggregate, curve_rows, plot_rows, point_path
+from tlpipe.report.figures import gain_rows, plot_convergence, plot_gain, plot_png
 
 SOURCES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}
 

@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--target", type=Path, required=True, help="data/target.npz (its class names)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the .keras files and SavedModels")
     args = parser.parse_args()
-    import tensorflow as tf  # for its error types; a top-level import would run before tlpipe's, unquieted
+    import tensorflow as tf  # for its error types, once the arguments are known good
 
     params = load_params()
     check_writable(args.out / "model.keras")

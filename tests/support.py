@@ -141,18 +141,22 @@ def run_main(cwd: Path, stage: str, *args: str) -> subprocess.CompletedProcess:
     module = importlib.import_module(f"stages.{stage}")
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # cli.run sets its own
     out, err, code = io.StringIO(), io.StringIO(), 0
-    here, argv = os.getcwd(), sys.argv
+    here, argv, environ = os.getcwd(), sys.argv, dict(os.environ)
     try:
         os.chdir(cwd)
         sys.argv = [f"{stage}.py", *args]
+        for name in ("TLPIPE_DEBUG", "DVC_STAGE"):  # as run_stage: no traceback mode, not under dvc
+            os.environ.pop(name, None)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 run(module.main)
             except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
     finally:
         os.chdir(here)
         sys.argv = argv
+        os.environ.clear()
+        os.environ.update(environ)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return subprocess.CompletedProcess([stage, *args], code, out.getvalue(), err.getvalue())

@@ -11,11 +11,11 @@ import keras
 import numpy as np
 import pytest
 
-from tests.support import run_main
+from tests.support import run_main, run_stage
 from tlpipe.core.model import build_model
 from tlpipe.core.params import load_params
-from tlpipe.core.report import evaluate
 from tlpipe.core.target import TargetData, save_target
+from tlpipe.core.train import evaluate
 from tlpipe.core.transfer import save_weights
 
 # Runs in a fresh interpreter that never imports tlpipe: what a user of the exported file has.
@@ -83,7 +83,7 @@ def test_exported_models_open_without_the_package_and_predict_as_the_pipeline(tm
     assert classes_in(out / "transfer.keras") == classes_in(out / "scratch.keras") == CLASSES
     assert classes_in(out / "source.keras")[0] == "T-shirt/top"  # pretrain.source: fashion_mnist
     # A second export, in another process (other memory addresses), writes the same bytes
-    again = run_main(tmp_path, "export", "--source", "source.named.h5", "--finetune", "finetune.named.h5",
+    again = run_stage(tmp_path, "export", "--source", "source.named.h5", "--finetune", "finetune.named.h5",
                       "--scratch", "scratch.named.h5", "--target", "target.npz", "--out", "again")
     assert again.returncode == 0, again.stderr
     for name in ("source", "transfer", "scratch"):

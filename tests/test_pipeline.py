@@ -257,22 +257,24 @@ def test_an_experiment_runs_what_its_change_touches_and_shows_its_metrics(repo):
     root, env = repo
     sh(root, "git", "add", "-A", env=env)  # experiments start from a commit (dvc.lock included)
     sh(root, "git", "commit", "-qm", "reproduced", "--allow-empty", env=env)
-    out = sh(root, "dvc", "exp", "run", "-n", "lr-1e-3", "-S", "finetune.lr=1e-3", env=env).stdout
-    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
-    assert sorted(ran) == ["compare", "export", "finetune"], out
-    shown = {}
-    for baseline in json.loads(sh(root, "dvc", "exp", "show", "--json", env=env).stdout):
-        for experiment in baseline.get("experiments") or []:
-            for rev in experiment.get("revs") or []:
-                shown[rev.get("name")] = rev.get("data") or {}
-    data = shown["lr-1e-3"]
-    assert float(data["params"]["params.yaml"]["data"]["finetune"]["lr"]) == 0.001
-    metrics = data["metrics"]["metrics/compare.json"]["data"]
-    committed = json.loads(sh(root, "git", "show", "HEAD:metrics/compare.json", env=env).stdout)
-    assert metrics["scratch"] == {k: v for k, v in committed["scratch"].items() if v is not None}
-    assert metrics["transfer"] != committed["transfer"]
-    sh(root, "git", "checkout", "-q", "--", ".", env=env)  # the workspace back at the baseline
-    sh(root, "dvc", "checkout", "-q", env=env)
+    try:
+        out = sh(root, "dvc", "exp", "run", "-n", "lr-1e-3", "-S", "finetune.lr=1e-3", env=env).stdout
+        ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+        assert sorted(ran) == ["compare", "export", "finetune"], out
+        shown = {}
+        for baseline in json.loads(sh(root, "dvc", "exp", "show", "--json", env=env).stdout):
+            for experiment in baseline.get("experiments") or []:
+                for rev in experiment.get("revs") or []:
+                    shown[rev.get("name")] = rev.get("data") or {}
+        data = shown["lr-1e-3"]
+        assert float(data["params"]["params.yaml"]["data"]["finetune"]["lr"]) == 0.001
+        metrics = data["metrics"]["metrics/compare.json"]["data"]
+        committed = json.loads(sh(root, "git", "show", "HEAD:metrics/compare.json", env=env).stdout)
+        assert metrics["scratch"] == {k: v for k, v in committed["scratch"].items() if v is not None}
+        assert metrics["transfer"] != committed["transfer"]
+    finally:  # the workspace back at the baseline, for the tests after this one
+        sh(root, "git", "checkout", "-q", "--", ".", env=env)
+        sh(root, "dvc", "checkout", "-q", env=env)
 
 
 def test_study_pipeline_adds_the_controls_to_the_sweeps_points(repo):

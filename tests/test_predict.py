@@ -320,7 +320,7 @@ def test_each_bad_input_gives_one_line_and_the_rest_are_predicted(work, recognis
 
 
 def test_good_inputs_only_exit_0_and_bad_ones_without_tensorflow_still_fail_fast(work):
-    result = run_predict(work, "--model", "tiny.keras", "nowhere.png", "nothing.npy")
+    result = run_predict(work, "--model", "tiny.keras", "nowhere.png", "nothing.npy", process=True)
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == ["predict: nowhere.png: no such file or folder",

@@ -19,7 +19,7 @@ REQUIRED = {"README.md": {"study_answer", "results", "times", "study_figure", "f
                                         "sweep_findings"},
             "docs/study.md": {"study", "study_pairs", "mcnemar", "convergence", "font_pair", "font_pair_pairs",
                               "study_times"},
-            "docs/performance.md": {"performance", "targets"}, "docs/recipe.md": {"recipes"},
+            "docs/performance.md": {"performance", "targets", "head_path"}, "docs/recipe.md": {"recipes"},
             "docs/history.md": {"history", "experiments"}, "docs/scaling-out.md": {"scale_out"}}
 
 

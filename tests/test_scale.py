@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from tests.support import ROOT, copy_tiny_project
+from tlpipe.apps.shard import parse_shard, shard_stages
 from tlpipe.core.errors import PipelineError
-from tlpipe.lab.shard import parse_shard, shard_stages
 
 SWEEP = [f"sweep@{seed}" for seed in (0, 1)]  # tiny params: 2 seeds (of 2 budgets each)
 
@@ -160,7 +160,7 @@ def shard(origin, name: str, which: str) -> tuple[Path, str]:
     base, env = origin
     clone = machine(origin, name)
     # run as `make sweep-shard` does (the module from the clone itself, through the clone's python -m)
-    return clone, sh(clone, sys.executable, "-m", "tlpipe.lab.shard", which, env=env | {"PYTHONPATH": str(clone)})
+    return clone, sh(clone, sys.executable, "-m", "tlpipe.apps.shard", which, env=env | {"PYTHONPATH": str(clone)})
 
 
 def records(root: Path) -> dict[str, str]:
@@ -198,7 +198,7 @@ def test_a_shard_refuses_inputs_that_differ_from_dvc_lock(origin):
     raw = yaml.safe_load(params.read_text())
     raw["pretrain"]["epochs"] += 1  # pretrain no longer matches dvc.lock
     params.write_text(yaml.safe_dump(raw))
-    result = subprocess.run([sys.executable, "-m", "tlpipe.lab.shard", "1/2"], cwd=clone, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "tlpipe.apps.shard", "1/2"], cwd=clone, capture_output=True,
                             text=True, env=env | {"PYTHONPATH": str(clone)})
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]

@@ -9,9 +9,10 @@ import pytest
 from tlpipe.core.errors import PipelineError
 from tlpipe.core.model import build_model
 from tlpipe.core.params import load_params
-from tlpipe.core.report import mcnemar
 from tlpipe.core.transfer import adapt_batchnorm, block_layers, read_weights, save_weights
-from tlpipe.lab.sweep import aggregate, convergence, first_reaching, gain_rows, plot_gain, verdict
+from tlpipe.lab.sweep import aggregate, convergence, first_reaching, verdict
+from tlpipe.report.compare import mcnemar
+from tlpipe.report.figures import gain_rows, plot_gain
 
 EXTRACTOR = ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
 

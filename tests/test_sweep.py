@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.support import run_main
+from tests.support import run_main, run_stage
 from tlpipe.core.errors import PipelineError
 from tlpipe.core.params import load_params
 from tlpipe.lab.sweep import (
@@ -187,13 +187,14 @@ def test_points_in_one_process_match_points_alone(tmp_path, params_file, data_di
     keras.utils.set_random_seed(7)
     save_weights(build_model("source", params.model, params.base.image_size), tmp_path / "source.named.h5")
     common = ["--seed", "1", "--data", str(data_dir / "target.npz"), "--source-weights", "source.named.h5"]
-    runs = ["transfer", "frozen", "scratch", "adabn", "depth2"]  # each way a point starts and shares its work
+    runs = ["transfer", "frozen", "scratch", "adabn", "random_frozen", "depth2"]  # each way a point starts
     together = run_main(tmp_path, "sweep_point", "--runs", *runs, "--budgets", "20", "60", *common,
                         "--out-dir", "together")
     assert together.returncode == 0, together.stderr
     assert len(list((tmp_path / "together").glob("*.json"))) == 2 * len(runs)
-    for run in runs:  # each alone, at the budget after the first one's shared work
-        alone = run_main(tmp_path, "sweep_point", "--runs", run, "--budgets", "60", *common, "--out-dir", "alone")
+    for run in runs:  # each alone, at the budget after the first one's shared work; the first in a new process
+        alone = (run_stage if run == runs[0] else run_main)(tmp_path, "sweep_point", "--runs", run, "--budgets", "60",
+                                                            *common, "--out-dir", "alone")
         assert alone.returncode == 0, alone.stderr
         a, b = (json.loads((tmp_path / d / f"{run}-60-1.json").read_text()) for d in ("together", "alone"))
         for record in (a, b):  # wall time and the day are all that may differ
@@ -276,7 +277,7 @@ def test_one_seed_gives_means_without_intervals(tmp_path, params_file, monkeypat
     import matplotlib.axes
 
     from tests.support import set_param
-    from tlpipe.lab.sweep import plot_png
+    from tlpipe.report.figures import plot_png
 
     def records(seeds: list[int]) -> list[dict]:
         accuracy = {"transfer": 0.9, "frozen": 0.8, "scratch": 0.7}

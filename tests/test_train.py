@@ -12,7 +12,6 @@ from tests.support import set_param, synthetic_arrays
 from tlpipe.core.errors import PipelineError
 from tlpipe.core.model import build_model
 from tlpipe.core.params import load_params
-from tlpipe.core.report import compare_metrics, epochs_to_threshold
 from tlpipe.core.train import (
     BestWeights,
     Data,
@@ -27,6 +26,7 @@ from tlpipe.core.train import (
 )
 from tlpipe.core.transfer import set_trainable
 from tlpipe.lab.points import head_features
+from tlpipe.report.compare import compare_metrics, epochs_to_threshold
 
 EXTRACTOR = ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
 

@@ -16,11 +16,11 @@ DEBUG_ENV = "TLPIPE_DEBUG"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_dvc() -> None:
+def die_with_dvc() -> None:
     """In a command that DVC runs (it sets DVC_STAGE), ask Linux to send SIGTERM when the parent, dvc, dies, so
     that a killed `dvc repro` leaves no stage training on behind it; io also refuses to publish outputs once the
-    parent is gone."""
-    if not os.environ.get("DVC_STAGE"):
+    parent is gone. Once per process: stages/__init__.py calls it before TensorFlow's seconds-long import."""
+    if not os.environ.get("DVC_STAGE") or io.PARENT is not None:
         return
     io.PARENT = os.getppid()
     if sys.platform.startswith("linux"):
@@ -33,7 +33,7 @@ def _die_with_dvc() -> None:
 def run(main: Callable[[], None]) -> None:
     """Call `main`; turn PipelineError, OSError, Ctrl-C and SIGTERM into one line (a traceback only with
     TLPIPE_DEBUG=1)."""
-    _die_with_dvc()
+    die_with_dvc()
     stage = os.path.splitext(os.path.basename(sys.argv[0]))[0]
 
     def stopped(signum: int, frame: object) -> None:

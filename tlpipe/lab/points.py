@@ -1,6 +1,6 @@
 """Training the label-budget sweep's points (tlpipe.lab.sweep has the subsets, the budget rule and the statistics).
 
-Kept apart from tlpipe.lab.sweep so that aggregating the points (data_efficiency) does not depend on training code.
+Kept apart from tlpipe.lab.sweep, which aggregating the points (data_efficiency) uses without training code.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ from tlpipe.core.train import Data, Recipe, Trainer, evaluate, make_deterministi
 from tlpipe.core.transfer import adapt_batchnorm, block_layers, transfer_by_name
 from tlpipe.lab.sweep import budget_rule, labelled_order, per_class_count, point_name, split_budget, split_steps
 
+
+def _no_retracing_notes(record: logging.LogRecord) -> bool:
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
 UNTRANSFERRED = {"scratch", "random_frozen"}  # start from the random init alone
 HEAD_ONLY = {"frozen", "adabn", "random_frozen"}  # train the head on a frozen extractor for every step
 SHARE_FEATURES = {"transfer", "frozen"}  # the same frozen extractor at every budget: its features are computed once
@@ -37,7 +42,9 @@ def run_points(
     compiled models with their traced functions.
     """
     # adabn's and random_frozen's extractors are new functions of each point's weights, traced once per point
-    logging.getLogger("tensorflow").addFilter(lambda rec: "triggered tf.function retracing" not in rec.getMessage())
+    tf_logger = logging.getLogger("tensorflow")
+    if _no_retracing_notes not in tf_logger.filters:
+        tf_logger.addFilter(_no_retracing_notes)
     unknown = [run for run in runs if run not in SWEEP_RUNS]
     if unknown:
         raise PipelineError(f"sweep run must be one of {list(SWEEP_RUNS)}, got {unknown[0]!r}")

@@ -14,7 +14,6 @@ import numpy as np
 
 from tlpipe.core.errors import PipelineError
 from tlpipe.core.params import SWEEP_RUNS, Sweep
-from tlpipe.core.style import RUN_COLORS, pyplot, save_figure
 
 
 def labelled_order(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -222,18 +221,6 @@ def curve_rows(records: list[dict], runs: tuple[str, ...] = ("transfer", "scratc
             for (budget, run, step), values in sorted(curves.items())]
 
 
-def gain_rows(summary: dict) -> list[dict]:
-    """Long-format rows of every run's gain over scratch (labels, run, mean, 95 % interval, the equivalence band
-    and the verdict), for the DVC plot."""
-    margin = summary["margin"]
-    return [
-        {"labels": int(budget), "run": run, "mean": s["mean"], "ci95_low": s["ci95_low"], "ci95_high": s["ci95_high"],
-         "band_low": -margin, "band_high": margin, "verdict": s["verdict"]}
-        for run in summary["runs"] if f"{run}_minus_scratch" in summary
-        for budget, s in summary[f"{run}_minus_scratch"].items()
-    ]
-
-
 def plot_rows(summary: dict) -> list[dict]:
     """Long-format rows (labels, run, mean, ci95_low, ci95_high) for the DVC plot with error bars.
 
@@ -245,83 +232,3 @@ def plot_rows(summary: dict) -> list[dict]:
         if run in summary
         for budget, s in summary[run].items()
     ]
-
-
-def plot_png(path: Path, summary: dict) -> None:
-    """Test accuracy against labels (log x), one line per run, 95 % intervals as error bars.
-
-    Without intervals (one seed) the lines are means only, with no error bars, and the title says so.
-    """
-    fig, ax = pyplot().subplots(figsize=(7, 4.5), dpi=120)
-    intervals = True
-    for run in SWEEP_RUNS:
-        if run in summary:
-            budgets = sorted(int(b) for b in summary[run])
-            intervals &= _errorbars(ax, budgets, [summary[run][str(b)] for b in budgets], run, capsize=4)
-    _label_budgets(ax, summary)
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Data efficiency: mean over seeds, 95 % t-interval" if intervals
-                 else "Data efficiency: one seed, means only (no intervals)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    save_figure(path, fig)
-
-
-def plot_gain(path: Path, summary: dict, title: str) -> None:
-    """Every run's gain in test accuracy over scratch against labels (log x): mean over seeds with 95 % intervals,
-    a zero line and the equivalence band (sweep.margin)."""
-    rows = gain_rows(summary)
-    runs = [run for run in summary["runs"] if any(r["run"] == run for r in rows)]
-    fig, ax = pyplot().subplots(figsize=(8, 4.8), dpi=120)
-    margin = summary["margin"]
-    ax.axhspan(-margin, margin, color="grey", alpha=0.18, label=f"equivalence band, +-{margin * 100:g} points")
-    ax.axhline(0, color="black", linewidth=1)
-    for i, run in enumerate(runs):
-        mine = sorted((r for r in rows if r["run"] == run), key=lambda r: r["labels"])
-        x = np.array([r["labels"] for r in mine]) * 1.06 ** (i - (len(runs) - 1) / 2)  # side by side, not on top
-        _errorbars(ax, x, mine, run, capsize=3)
-    _label_budgets(ax, summary)
-    ax.set_ylabel("test accuracy minus scratch's (same labels, same seed)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    save_figure(path, fig)
-
-
-def _errorbars(ax, x, rows: list[dict], run: str, capsize: int) -> bool:
-    """`rows`' means against `x` with their 95 % intervals as error bars; a plain line when any has no interval
-    (one seed). Whether it drew the intervals."""
-    mean = np.array([r["mean"] for r in rows])
-    if any(r["ci95_low"] is None or r["ci95_high"] is None for r in rows):
-        ax.plot(x, mean, marker="o", label=run, color=RUN_COLORS[run])
-        return False
-    err = [mean - np.array([r["ci95_low"] for r in rows]), np.array([r["ci95_high"] for r in rows]) - mean]
-    ax.errorbar(x, mean, yerr=err, marker="o", capsize=capsize, label=run, color=RUN_COLORS[run])
-    return True
-
-
-def _label_budgets(ax, summary: dict) -> None:
-    ax.set_xscale("log")
-    ax.set_xlabel("labels per class" if summary.get("per_class") else
-                  "labelled training images (validation split included)")
-
-
-def plot_convergence(path: Path, rows: list[dict]) -> None:
-    """Validation accuracy against optimizer steps, one panel per budget, transfer and scratch (curve_rows)."""
-    budgets = sorted({r["labels"] for r in rows})
-    fig, axes = pyplot().subplots(1, max(1, len(budgets)), figsize=(2.6 * max(1, len(budgets)), 3.2), dpi=120,
-                             sharex=True, squeeze=False)
-    for ax, budget in zip(axes[0], budgets, strict=False):
-        for run in sorted({r["run"] for r in rows}):
-            mine = [r for r in rows if r["labels"] == budget and r["run"] == run]
-            steps = [r["step"] for r in mine]
-            ax.plot(steps, [r["mean"] for r in mine], marker=".", label=run, color=RUN_COLORS[run])
-            if all(r["ci95_low"] is not None for r in mine):
-                ax.fill_between(steps, [r["ci95_low"] for r in mine], [r["ci95_high"] for r in mine],
-                                color=RUN_COLORS[run], alpha=0.2)
-        ax.set_title(f"{budget} labels", fontsize=9)
-        ax.set_xlabel("optimizer step")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("validation accuracy")
-    axes[0][0].legend(fontsize=8)
-    save_figure(path, fig)

@@ -8,7 +8,6 @@ import numpy as np
 from scipy.stats import binomtest
 
 from tlpipe.core.io import to_csv, write_text
-from tlpipe.core.style import RUN_COLORS, pyplot, save_figure
 from tlpipe.core.train import evaluate  # noqa: F401  (re-exported: compare and the tests import it from here)
 
 # Files written into the plots folder; dvc.yaml's top-level `plots:` names the same files.
@@ -64,25 +63,3 @@ def write_confusion(plots: Path, run: str, actual: np.ndarray, predicted: np.nda
     """Per-image (actual, predicted) pairs of class names, for DVC's `confusion` template."""
     rows = [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(actual, predicted, strict=True)]
     write_text(plots / CONFUSION_CSV.format(run=run), to_csv(rows))
-
-
-def plot_accuracy_png(path: Path, curves: dict[str, list[dict]], boundary: float, title: str) -> None:
-    """Validation accuracy per epoch for every run, in full and zoomed on the last epochs, boundary marked."""
-    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.2), dpi=120)
-    late = [r["val_accuracy"] for rows in curves.values() for r in rows if r["epoch"] > boundary]
-    for ax, zoom in zip(axes, (False, True), strict=True):
-        for run, rows in curves.items():
-            ax.plot([r["epoch"] for r in rows], [r["val_accuracy"] for r in rows], marker="o", label=run,
-                    color=RUN_COLORS[run])
-        ax.axvline(boundary, color="grey", linestyle="--", linewidth=1)
-        ax.text(boundary, 1.01, "frozen head | fine-tune", transform=ax.get_xaxis_transform(), ha="center",
-                fontsize=8, color="grey")
-        if zoom and late:
-            low = min(late)
-            ax.set_ylim(low - 0.25 * (1 - low), 1.0)
-        ax.set_xlabel("target epoch")
-        ax.set_ylabel("validation accuracy" + (" (zoomed)" if zoom else ""))
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-    fig.suptitle(title)
-    save_figure(path, fig)

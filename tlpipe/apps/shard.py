@@ -1,6 +1,6 @@
 """Run one machine's share of the label-budget sweep and push its results and run-cache to the DVC remote.
 
-    python -m tlpipe.lab.shard 2/4          (or: make sweep-shard SHARD=2/4)
+    python -m tlpipe.apps.shard 2/4          (or: make sweep-shard SHARD=2/4)
 
 Shard i/n takes the sweep stages at positions i-1, i-1+n, i-1+2n, ... of `dvc stage list` (dvc.yaml's matrix
 order: seed by seed; a stage is one seed's points at every budget): the n shards are disjoint, cover every
