@@ -39,9 +39,8 @@ study: $(INSTALLED)
 	dvc repro study/dvc.yaml
 
 # Two workers (pytest-xdist), each test file on one of them: a file's end-to-end copy of the pipeline is built once.
-# The longest files first, so that neither worker is left with one at the end.
 test: $(INSTALLED)
-	$(PY) -m pytest -n 2 --dist loadfile tests/test_pipeline.py tests/test_own_images.py tests/test_scale.py tests
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
