@@ -3,7 +3,8 @@
 Reads params target.*, base.seed, base.val_size, base.image_size and target.path: data/mnist.npz (the download
 stage's; base.val_size random training images are held out for validation), or a folder of class folders (see
 tlpipe.apps.folder; target.val_fraction of each class for validation, test/ or target.test_fraction for the test).
-Writes data/target.npz and metrics/prepare.json (images per class and split, files skipped and why, sizes seen).
+Writes data/target.npz and metrics/prepare.json (images per class and split, unlabelled images read, files skipped
+and why, sizes seen).
 Run alone: dvc repro prepare
 """
 
@@ -27,6 +28,12 @@ def main() -> None:
     data, report = prepare_target(params.target, params.base)
     for name, counts in report["images"].items():
         print(f"{name}: {counts['train']} train, {counts['val']} validation, {counts['test']} test")
+    if "validated_on_training_images" in report:
+        names = ", ".join(report["validated_on_training_images"])
+        print(f"one labelled image in class(es) {names}: trained on, and validated on as well (no held-out image)")
+    if "unlabelled" in report:
+        u = report["unlabelled"]
+        print(f"unlabelled: {u['read']} images read, {u['skipped']} skipped (checked and counted; not trained on)")
     if report["skipped"]:
         print(f"skipped {report['skipped']} file(s) that are not usable images (listed in {args.report_out})")
     save_target(args.out, data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import unicodedata
@@ -78,6 +79,41 @@ def test_a_test_folder_is_the_test_set(tmp_path, params_file):
     assert data.x_train[:, 0, 0].min() > 150
 
 
+def test_one_labelled_image_in_a_class_is_trained_and_validated_on(tmp_path, params_file):
+    write_image_folder(tmp_path / "imgs", {"a": 1, "b": 1, "c": 4})
+    write_image_folder(tmp_path / "imgs" / "test", {"a": 2, "b": 2, "c": 2}, seed=5)
+    result = prepare(tmp_path, tmp_path / "imgs")
+    assert result.returncode == 0, result.stderr
+    assert "one labelled image in class(es) a, b: trained on, and validated on as well" in result.stdout
+    data = load_target(tmp_path / "data/target.npz")
+    for c in (0, 1):  # the one image of a and of b: in both splits
+        assert np.flatnonzero(data.y_train == c).tolist() == [i for i in data.train_index if data.y_train[i] == c] \
+            == [i for i in data.val_index if data.y_train[i] == c]
+    assert not set(data.train_index[data.y_train[data.train_index] == 2]) & set(data.val_index)  # c: held out
+    report = json.loads((tmp_path / "metrics/prepare.json").read_text())
+    assert report["validated_on_training_images"] == ["a", "b"]
+    write_image_folder(tmp_path / "two", {"a": 1, "b": 4})  # without test/, one image can't be all three
+    shutil.rmtree(tmp_path / "data"), shutil.rmtree(tmp_path / "metrics")
+    assert_refused(prepare(tmp_path, tmp_path / "two"), tmp_path, "/a: 1 usable image(s); without test/")
+
+
+def test_unlabelled_images_are_no_class_and_are_counted(tmp_path, params_file):
+    files = write_image_folder(tmp_path / "imgs", {"x": 3, "y": 3})
+    write_image_folder(tmp_path / "imgs" / "test", {"x": 2, "y": 2}, seed=1)
+    write_image_folder(tmp_path / "imgs" / "unlabelled" / "batch 1", {"x": 4, "y": 5}, seed=2)  # any layout inside
+    (tmp_path / "imgs" / "unlabelled" / "notes.txt").write_text("not an image")
+    shutil.copy(files["y"][0], tmp_path / "imgs" / "unlabelled" / "labelled-already.png")
+    result = prepare(tmp_path, tmp_path / "imgs")
+    assert result.returncode == 0, result.stderr
+    assert "unlabelled: 9 images read, 2 skipped" in result.stdout
+    data = load_target(tmp_path / "data/target.npz")
+    assert data.classes == ["x", "y"] and len(data.y_train) == 6 and np.bincount(data.y_test).tolist() == [2, 2]
+    report = json.loads((tmp_path / "metrics/prepare.json").read_text())
+    assert report["unlabelled"] == {"folder": (tmp_path / "imgs/unlabelled").as_posix(), "read": 9, "skipped": 2}
+    reasons = {Path(s["file"]).name: s["reason"] for s in report["skipped_files"]}
+    assert "which has a label" in reasons["labelled-already.png"] and "not an image" in reasons["notes.txt"]
+
+
 def test_mnist_stays_the_default_target(data_dir, params_file):
     """The downloaded MNIST: base.val_size random images held out, as the stages always split it."""
     from tlpipe.core.data import load_npz, split_train_val
@@ -127,13 +163,35 @@ def _unknown_test_class(root: Path) -> None:
     write_image_folder(root / "test", {"a": 1, "z": 1}, seed=5)
 
 
+def _a_class_missing_from_test(root: Path) -> None:
+    write_image_folder(root, {"a": 3, "b": 3})
+    write_image_folder(root / "test", {"a": 2}, seed=5)
+
+
+def _unlabelled_in_test(root: Path) -> None:
+    write_image_folder(root, {"a": 3, "b": 3})
+    write_image_folder(root / "test", {"a": 1, "b": 1, "unlabelled": 2}, seed=5)
+
+
+def _a_test_image_among_the_unlabelled(root: Path) -> None:
+    write_image_folder(root, {"a": 3, "b": 3})
+    files = write_image_folder(root / "test", {"a": 1, "b": 1}, seed=5)
+    (root / "unlabelled").mkdir()
+    shutil.copy(files["b"][0], root / "unlabelled" / "u.png")
+
+
+def _a_link_that_points_nowhere(root: Path) -> None:
+    write_image_folder(root, {"a": 3, "b": 3})
+    (root / "b" / "moved.png").symlink_to(root / "elsewhere.png")
+
+
+def _a_pipe(root: Path) -> None:
+    write_image_folder(root, {"a": 3, "b": 3})
+    os.mkfifo(root / "a" / ".pipe")  # hidden from prepare, not from DVC, which would wait on it for ever
+
+
 def _too_few_images(root: Path) -> None:
     write_image_folder(root, {"a": 3, "b": 2})  # 2 images: one for the test, one left for training and validation
-
-
-def _too_few_for_validation(root: Path) -> None:
-    write_image_folder(root, {"a": 3, "b": 1})
-    write_image_folder(root / "test", {"a": 1, "b": 1}, seed=5)
 
 
 def _names_written_two_ways(root: Path) -> None:
@@ -149,8 +207,12 @@ def _names_written_two_ways(root: Path) -> None:
     (_same_file_in_two_classes, ["the same file as", "in classes 'a' and 'b'"]),
     (_same_file_in_training_and_test, ["again.png: the same file as", "in test/ and training"]),
     (_unknown_test_class, ["test/z: a test class with no training folder"]),
+    (_a_class_missing_from_test, ["test: no folder for class 'b'; with test/, every class needs test images"]),
+    (_unlabelled_in_test, ["test/unlabelled: test images need their labels"]),
+    (_a_test_image_among_the_unlabelled, ["unlabelled/u.png: the same file as", "in test/ and unlabelled/"]),
+    (_a_link_that_points_nowhere, ["b/moved.png: a link that points nowhere; DVC could not track"]),
+    (_a_pipe, ["a/.pipe: not a regular file (a pipe, socket or device); DVC could not track"]),
     (_too_few_images, ["/b: 2 usable image(s); without test/ each class needs at least 3"]),
-    (_too_few_for_validation, ["/b: 1 usable image(s); each class needs at least 2 here (one for validation"]),
     (_names_written_two_ways, ["written two ways (Unicode normalization)"]),
 ])
 def test_a_bad_folder_gets_one_line_and_no_output(tmp_path, params_file, make, fragments):

@@ -1,15 +1,19 @@
 """The prepare stage's reading of params target.path: a download stage's file, or a folder of class folders.
 
 A folder holds one subfolder of images per class, named by its class, searched recursively; `test/` beside them,
-with the same class folders, is the test set if present. Files that are not usable images are skipped and
-reported; an empty class, a single class, or one file in two classes (or in training and test) is an error.
+with the same class folders, is the test set if present, and `unlabelled/` holds images of those classes without
+a label (read, checked and counted; no stage trains on them yet). Files that are not usable images are skipped
+and reported; an empty class, a single class, one file in two classes (or in training and test), or anything in
+the folder that DVC cannot hash (it is prepare's dependency) is an error.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import stat
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -24,6 +28,7 @@ from tlpipe.core.params import Base, Target
 from tlpipe.core.target import TargetData
 
 TEST_FOLDER = "test"
+UNLABELLED = ("unlabelled", "unlabeled")  # either spelling: images of the classes without a label
 MNIST_SIZE = 28  # target.preprocess: mnist makes MNIST's 28x28 form
 LISTED = 50  # files skipped (and image sizes seen) listed by name in the report, at most
 MAX_FILE = 64 * 2**20  # bytes: larger files are skipped unread (predict's pixel limit applies to the rest)
@@ -58,11 +63,16 @@ def from_dataset(path: Path, base: Base) -> tuple[TargetData, dict]:
 
 
 def holdout(labels: np.ndarray, fraction: float, rng: np.random.Generator, classes: list[str], what: str,
-            where: str) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held) indices: `fraction` of each class held out at random, at least one, and at least one kept."""
+            where: str, single: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held) indices: `fraction` of each class held out at random, at least one, and at least one kept;
+    `single`: a class of one image keeps it and holds it too (kept and held then overlap)."""
     kept, held = [], []
     for c, name in enumerate(classes):
         members = rng.permutation(np.flatnonzero(labels == c))
+        if single and len(members) == 1:
+            kept.append(members)
+            held.append(members)
+            continue
         if len(members) < 2:
             raise PipelineError(f"{where}/{name}: {len(members)} usable image(s); each class needs at least 2 here "
                                 f"(one for {what}, one for training)")
@@ -77,6 +87,7 @@ def from_folder(folder: Path, target: Target, base: Base) -> tuple[TargetData, d
     if target.preprocess == "mnist" and base.image_size != MNIST_SIZE:
         raise PipelineError(f"params.yaml: target.preprocess: mnist makes {MNIST_SIZE}x{MNIST_SIZE} images, but "
                             f"base.image_size is {base.image_size}; use target.preprocess: resize")
+    check_trackable(folder)
     read = FolderReader(folder, target.preprocess, base.image_size)
     folders = read.class_folders(folder)
     classes = list(folders)
@@ -84,10 +95,12 @@ def from_folder(folder: Path, target: Target, base: Base) -> tuple[TargetData, d
     rng = np.random.default_rng(base.seed)
     test_folder = folder / TEST_FOLDER
     if test_folder.is_dir():
-        x_test, y_test = read.images(read.class_folders(test_folder, known=classes), classes, "test")
-        if not len(y_test):
-            raise PipelineError(f"{test_folder}: no usable images; add some, or remove it to hold out "
-                                "target.test_fraction of each class instead")
+        test_folders = read.class_folders(test_folder, known=classes)
+        missing = [name for name in classes if name not in test_folders]
+        if missing:
+            raise PipelineError(f"{test_folder}: no folder for class '{missing[0]}'; with test/, every class needs "
+                                "test images (add them, or remove test/ to hold out target.test_fraction instead)")
+        x_test, y_test = read.images(test_folders, classes, "test")
     else:
         counts = np.bincount(y, minlength=len(classes))
         if counts.min() < 3:
@@ -96,10 +109,50 @@ def from_folder(folder: Path, target: Target, base: Base) -> tuple[TargetData, d
                                 "least 3 (one each for the test set, validation and training)")
         pool, test = holdout(y, target.test_fraction, rng, classes, "the test set", str(folder))
         x, y, x_test, y_test = x[pool], y[pool], x[test], y[test]
-    train, val = holdout(y, target.val_fraction, rng, classes, "validation", str(folder))
+    # One labelled image in a class (with test/): it is trained on and is that class's validation image as well,
+    # so validation then measures how well the model fits it, not how well it generalises
+    train, val = holdout(y, target.val_fraction, rng, classes, "validation", str(folder), single=True)
     data = TargetData(x, y, train, val, x_test, y_test, classes)
-    return data, make_report(folder, data, f"folder, preprocess: {target.preprocess}", dict(read.sizes),
-                             dict(read.modes), read.skipped, read.repeated)
+    report = make_report(folder, data, f"folder, preprocess: {target.preprocess}", dict(read.sizes),
+                         dict(read.modes), read.skipped, read.repeated)
+    single = [name for c, name in enumerate(classes) if (y == c).sum() == 1]
+    if single:
+        report["validated_on_training_images"] = single
+    unlabelled = [folder / name for name in UNLABELLED if (folder / name).is_dir()]
+    if len(unlabelled) > 1:
+        raise PipelineError(f"{folder}: both unlabelled/ and unlabeled/; merge them into one")
+    if unlabelled:
+        before = len(read.skipped)
+        found = sum(read.read(path, None, "unlabelled") is not None for path in files_under(unlabelled[0]))
+        report["skipped"], report["skipped_files"] = len(read.skipped), read.skipped[:LISTED]
+        report["unlabelled"] = {"folder": unlabelled[0].as_posix(), "read": found,
+                                "skipped": len(read.skipped) - before}
+    return data, report
+
+
+def check_trackable(folder: Path) -> None:
+    """Refuse, before anything is written, what DVC cannot hash in `folder` (prepare's dependency): a link that
+    points nowhere or in a loop, a pipe, socket or device (DVC waits on a pipe for ever), an unreadable entry."""
+
+    def refuse(path: object, problem: str) -> None:
+        raise PipelineError(f"{path}: {problem}; DVC could not track {folder}: remove or fix it")
+
+    def unreadable(e: OSError) -> None:
+        refuse(e.filename or folder, f"cannot read folder ({e.strerror})")
+
+    # Not through links to folders, as DVC: os.walk lists them with the folders and does not enter them
+    for parent, _, names in os.walk(folder, onerror=unreadable):
+        for name in names:
+            path = Path(parent, name)
+            try:
+                mode = path.stat().st_mode
+            except OSError as e:
+                dangling = path.is_symlink() and e.errno == errno.ENOENT
+                refuse(path, "a link that points nowhere" if dangling else f"cannot read ({e.strerror})")
+            if not stat.S_ISREG(mode):
+                refuse(path, "not a regular file (a pipe, socket or device)")
+            if not os.access(path, os.R_OK):
+                refuse(path, "cannot read (permission denied)")
 
 
 def make_report(path: Path, data: TargetData, kind: str, sizes: dict, modes: dict, skipped: list[dict],
@@ -140,8 +193,12 @@ class FolderReader:
         in the training folders' order). `known`: the training classes, when `folder` is test/."""
         found: dict[str, Path] = {}
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            if entry.name.startswith(".") or (known is None and entry.name == TEST_FOLDER and entry.is_dir()):
+            if entry.name.startswith(".") or (known is None and entry.is_dir() and entry.name in (TEST_FOLDER,
+                                                                                                   *UNLABELLED)):
                 continue
+            if entry.is_dir() and entry.name in UNLABELLED:  # in test/
+                raise PipelineError(f"{entry.path}: test images need their labels; unlabelled images go in "
+                                    f"{self.root / UNLABELLED[0]}, beside the class folders, never in test/")
             if not entry.is_dir():
                 self.skip(Path(entry.path), "not in a class folder")
                 continue
@@ -183,14 +240,15 @@ class FolderReader:
                     images.append(image)
                     labels.append(c)
                     found += 1
-            if not found and split == "train":
+            if not found:
                 why = "is empty" if not any(files_under(class_dir)) else "has no usable image (see the skipped files)"
-                raise PipelineError(f"{class_dir}: class folder {why}; add images or remove it")
+                fix = "add images or remove it" if split == "train" else "add test images of this class"
+                raise PipelineError(f"{class_dir}: {'test ' if split == 'test' else ''}class folder {why}; {fix}")
         x = np.stack(images) if images else np.zeros((0, self.size, self.size), np.uint8)
         return x, np.array(labels, np.int32)
 
-    def read(self, path: Path, name: str, split: str) -> np.ndarray | None:
-        """One file as a (size, size) uint8 image, or None (skipped, with the reason)."""
+    def read(self, path: Path, name: str | None, split: str) -> np.ndarray | None:
+        """One file as a (size, size) uint8 image, or None (skipped, with the reason); `name` None: unlabelled."""
         try:
             if path.stat().st_size > MAX_FILE:
                 self.skip(path, f"over {MAX_FILE >> 20} MiB, larger than an image to train on")
@@ -210,6 +268,12 @@ class FolderReader:
         digest = hashlib.sha256(content).hexdigest()
         if digest in self.seen:
             other_class, other_split, other = self.seen[digest]
+            if split == "unlabelled" and other_split == "test":
+                raise PipelineError(f"{path}: the same file as {other}, in test/ and unlabelled/; test images are "
+                                    "never trained on: remove one")
+            if split == "unlabelled" and other_split == "train":
+                self.skip(path, f"the same file as {other}, which has a label")
+                return None
             if (other_class, other_split) != (name, split):
                 where = f"classes '{other_class}' and '{name}'" if other_class != name else "test/ and training"
                 raise PipelineError(f"{path}: the same file as {other}, in {where}; a file belongs to one class "
