@@ -1,9 +1,10 @@
 """compare: evaluate every model once on its test set and compare transfer with scratch.
 
 Reads data/target.npz, the source dataset (data/<pretrain.source>.npz), models/*.named.h5, the DVCLive logs in
-metrics/logs/ and params base.*, model.*, frozen_head.epochs, compare.*.
-Writes metrics/compare.json (with McNemar's test of transfer against scratch) and metrics/plots/ (validation
-curves, confusion pairs, accuracy.png).
+metrics/logs/ and params base.*, model.*, frozen_head.epochs, pretrain.source, compare.*.
+Writes metrics/compare.json (with McNemar's test of transfer against scratch, and the source model on the target
+as it is, `zero_shot`, when the target's classes are source classes) and metrics/plots/ (validation curves,
+confusion pairs, accuracy.png).
 Run alone: dvc repro compare
 """
 
@@ -11,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from tlpipe.core.cli import run
-from tlpipe.core.data import NUM_CLASSES, load_npz
+from tlpipe.core.data import CLASS_NAMES, NUM_CLASSES, load_npz
 from tlpipe.core.io import write_json
 from tlpipe.core.live import measured, read_curve, read_summary
 from tlpipe.core.model import build_model
@@ -19,7 +20,15 @@ from tlpipe.core.params import load_params
 from tlpipe.core.target import load_target
 from tlpipe.core.train import make_deterministic
 from tlpipe.core.transfer import load_weights
-from tlpipe.report.compare import ACCURACY_PNG, compare_metrics, evaluate, mcnemar, write_confusion, write_curves
+from tlpipe.report.compare import (
+    ACCURACY_PNG,
+    compare_metrics,
+    evaluate,
+    mcnemar,
+    source_labels,
+    write_confusion,
+    write_curves,
+)
 from tlpipe.report.figures import plot_accuracy_png
 
 
@@ -45,6 +54,10 @@ def main() -> None:
         "transfer": test("target", args.finetune_weights, tested, len(target.classes)),
         "scratch": test("target", args.scratch_weights, tested, len(target.classes)),
     }
+    as_source = source_labels(target.y_test, target.classes, CLASS_NAMES[params.pretrain.source])
+    if as_source is not None:  # digits to digits: the source model as it is, zero-shot
+        results["zero_shot"] = test("source", args.source_weights, {"x_test": target.x_test, "y_test": as_source},
+                                    NUM_CLASSES)
     curves = {
         "transfer": read_curve(args.logs / "frozen_head") + read_curve(args.logs / "finetune"),
         "scratch": read_curve(args.logs / "scratch"),

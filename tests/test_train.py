@@ -26,7 +26,7 @@ from tlpipe.core.train import (
 )
 from tlpipe.core.transfer import set_trainable
 from tlpipe.lab.points import head_features
-from tlpipe.report.compare import compare_metrics, epochs_to_threshold
+from tlpipe.report.compare import compare_metrics, epochs_to_threshold, source_labels
 
 EXTRACTOR = ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
 
@@ -140,6 +140,18 @@ def test_compare_metrics():
     assert metrics["scratch"]["epochs_to_threshold"] is None
     assert metrics["transfer"]["train_seconds"] == 10.12
     assert metrics["scratch"]["best_val_accuracy"] == 0.985
+    assert "zero_shot" not in metrics  # only where the source head reads the target's classes
+    metrics = compare_metrics(results | {"zero_shot": {"test_accuracy": 0.96}}, curves, {"transfer": 1, "scratch": 1},
+                              0.99)
+    assert metrics["zero_shot"] == {"test_accuracy": 0.96}
+
+
+def test_target_labels_map_to_the_source_head_only_where_every_class_is_a_source_class():
+    digits = [str(d) for d in range(10)]
+    y = np.array([0, 2, 1, 2])
+    np.testing.assert_array_equal(source_labels(y, ["3", "5", "7"], digits), [3, 7, 5, 7])  # by name, not index
+    assert source_labels(y, ["3", "5", "cat"], digits) is None
+    assert source_labels(np.arange(10), digits, ["T-shirt/top", *digits[1:]]) is None
 
 
 def test_an_in_place_dataset_lets_its_arrays_go_once_it_is_gone():

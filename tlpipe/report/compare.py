@@ -31,6 +31,14 @@ def mcnemar(actual: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
     return {"a_only_correct": only_a, "b_only_correct": only_b, "p_value": float(f"{p:.4g}")}
 
 
+def source_labels(y: np.ndarray, classes: list[str], source_classes: list[str]) -> np.ndarray | None:
+    """Target labels `y` as the source head's class indices, when every target class is a source class by name
+    (digits to digits): the source model can then be scored on the target as it is (zero-shot); else None."""
+    if not set(classes) <= set(source_classes):
+        return None
+    return np.array([source_classes.index(name) for name in classes], np.int64)[y.astype(np.int64)]
+
+
 def compare_metrics(
     results: dict[str, dict], curves: dict[str, list[dict]], seconds: dict[str, float], threshold: float
 ) -> dict:
@@ -41,6 +49,8 @@ def compare_metrics(
         "gain": {"test_accuracy": round(results["transfer"]["test_accuracy"] - results["scratch"]["test_accuracy"], 6)},
         "threshold": threshold,
     }
+    if "zero_shot" in results:  # the source model on the target test set as it is, its own head unchanged
+        metrics["zero_shot"] = {"test_accuracy": results["zero_shot"]["test_accuracy"]}
     for run, curve in curves.items():
         metrics[run] = {
             "test_accuracy": results[run]["test_accuracy"],
