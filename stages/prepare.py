@@ -35,7 +35,7 @@ def main() -> None:
         u = report["unlabelled"]
         print(f"unlabelled: {u['read']} images read, {u['skipped']} skipped (checked and counted; not trained on)")
     if report["skipped"]:
-        print(f"skipped {report['skipped']} file(s) that are not usable images (listed in {args.report_out})")
+        print(f"skipped {report['skipped']} file(s), each listed with the reason in {args.report_out}")
     save_target(args.out, data)
     write_json(args.report_out, report)
 

@@ -103,15 +103,17 @@ def test_unlabelled_images_are_no_class_and_are_counted(tmp_path, params_file):
     write_image_folder(tmp_path / "imgs" / "unlabelled" / "batch 1", {"x": 4, "y": 5}, seed=2)  # any layout inside
     (tmp_path / "imgs" / "unlabelled" / "notes.txt").write_text("not an image")
     shutil.copy(files["y"][0], tmp_path / "imgs" / "unlabelled" / "labelled-already.png")
+    shutil.copy(tmp_path / "imgs/unlabelled/batch 1/x/x-0.png", tmp_path / "imgs/unlabelled/twice.png")
     result = prepare(tmp_path, tmp_path / "imgs")
     assert result.returncode == 0, result.stderr
-    assert "unlabelled: 9 images read, 2 skipped" in result.stdout
+    assert "unlabelled: 9 images read, 3 skipped" in result.stdout
     data = load_target(tmp_path / "data/target.npz")
     assert data.classes == ["x", "y"] and len(data.y_train) == 6 and np.bincount(data.y_test).tolist() == [2, 2]
     report = json.loads((tmp_path / "metrics/prepare.json").read_text())
-    assert report["unlabelled"] == {"folder": (tmp_path / "imgs/unlabelled").as_posix(), "read": 9, "skipped": 2}
+    assert report["unlabelled"] == {"folder": (tmp_path / "imgs/unlabelled").as_posix(), "read": 9, "skipped": 3}
     reasons = {Path(s["file"]).name: s["reason"] for s in report["skipped_files"]}
     assert "which has a label" in reasons["labelled-already.png"] and "not an image" in reasons["notes.txt"]
+    assert "the same file as" in reasons["twice.png"] and sum(report["modes"].values()) == 6 + 4 + 9  # all read
 
 
 def test_mnist_stays_the_default_target(data_dir, params_file):
@@ -190,6 +192,27 @@ def _a_pipe(root: Path) -> None:
     os.mkfifo(root / "a" / ".pipe")  # hidden from prepare, not from DVC, which would wait on it for ever
 
 
+def _a_linked_class_folder(root: Path) -> None:
+    write_image_folder(root.parent / "elsewhere", {"b": 3})
+    write_image_folder(root, {"a": 3})
+    (root / "b").symlink_to(root.parent / "elsewhere" / "b")  # DVC would not see a change inside
+
+
+def _unlabelled_inside_a_class(root: Path) -> None:
+    write_image_folder(root, {"a": 3, "b": 3})
+    write_image_folder(root / "a" / "Unlabelled", {"x": 2})  # its images would be labelled a
+
+
+def _a_reserved_name_in_capitals(root: Path) -> None:
+    write_image_folder(root, {"a": 3, "b": 3})
+    write_image_folder(root / "Test", {"a": 1, "b": 1}, seed=5)  # a class called Test, silently
+
+
+def _a_name_that_is_not_utf8(root: Path) -> None:
+    files = write_image_folder(root, {"a": 3, "b": 3})
+    shutil.copy(files["a"][0], os.fsencode(root / "a") + b"/\xff.png")  # DVC fails to hash it
+
+
 def _too_few_images(root: Path) -> None:
     write_image_folder(root, {"a": 3, "b": 2})  # 2 images: one for the test, one left for training and validation
 
@@ -201,7 +224,7 @@ def _names_written_two_ways(root: Path) -> None:
 
 @pytest.mark.parametrize(("make", "fragments"), [
     (_empty_class, ["/c: class folder is empty"]),
-    (_unusable_class, ["/c: class folder has no usable image"]),
+    (_unusable_class, ["/c: class folder has no usable image (", "c/c.png: not an image"]),
     (_one_class, ["one class folder ('only'); a classifier needs at least 2"]),
     (_no_class_folders, ["no class folders"]),
     (_same_file_in_two_classes, ["the same file as", "in classes 'a' and 'b'"]),
@@ -212,6 +235,10 @@ def _names_written_two_ways(root: Path) -> None:
     (_a_test_image_among_the_unlabelled, ["unlabelled/u.png: the same file as", "in test/ and unlabelled/"]),
     (_a_link_that_points_nowhere, ["b/moved.png: a link that points nowhere; DVC could not track"]),
     (_a_pipe, ["a/.pipe: not a regular file (a pipe, socket or device); DVC could not track"]),
+    (_a_linked_class_folder, ["/b: a link to a folder, which DVC does not follow; copy the folder in instead"]),
+    (_unlabelled_inside_a_class, ["a/Unlabelled: a Unlabelled/ folder inside a class folder"]),
+    (_a_reserved_name_in_capitals, ["/Test: did you mean test/?"]),
+    (_a_name_that_is_not_utf8, ["\\udcff.png': a name that is not valid UTF-8; rename it"]),
     (_too_few_images, ["/b: 2 usable image(s); without test/ each class needs at least 3"]),
     (_names_written_two_ways, ["written two ways (Unicode normalization)"]),
 ])

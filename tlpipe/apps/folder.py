@@ -29,6 +29,8 @@ from tlpipe.core.target import TargetData
 
 TEST_FOLDER = "test"
 UNLABELLED = ("unlabelled", "unlabeled")  # either spelling: images of the classes without a label
+RESERVED = (TEST_FOLDER, *UNLABELLED)
+NOT_HASHED = {".git", ".hg", ".dvc"}  # folders DVC leaves out of a folder's hash
 MNIST_SIZE = 28  # target.preprocess: mnist makes MNIST's 28x28 form
 LISTED = 50  # files skipped (and image sizes seen) listed by name in the report, at most
 MAX_FILE = 64 * 2**20  # bytes: larger files are skipped unread (predict's pixel limit applies to the rest)
@@ -93,15 +95,17 @@ def from_folder(folder: Path, target: Target, base: Base) -> tuple[TargetData, d
     classes = list(folders)
     x, y = read.images(folders, classes, "train")
     rng = np.random.default_rng(base.seed)
-    test_folder = folder / TEST_FOLDER
-    if test_folder.is_dir():
+    has_test = (folder / TEST_FOLDER).is_dir()
+    if has_test:
+        test_folder = folder / TEST_FOLDER
         test_folders = read.class_folders(test_folder, known=classes)
         missing = [name for name in classes if name not in test_folders]
         if missing:
             raise PipelineError(f"{test_folder}: no folder for class '{missing[0]}'; with test/, every class needs "
                                 "test images (add them, or remove test/ to hold out target.test_fraction instead)")
         x_test, y_test = read.images(test_folders, classes, "test")
-    else:
+    unlabelled = read.unlabelled(folder)  # after the labelled images, so that a copy of one of them is found
+    if not has_test:
         counts = np.bincount(y, minlength=len(classes))
         if counts.min() < 3:
             name = classes[int(counts.argmin())]
@@ -111,37 +115,53 @@ def from_folder(folder: Path, target: Target, base: Base) -> tuple[TargetData, d
         x, y, x_test, y_test = x[pool], y[pool], x[test], y[test]
     # One labelled image in a class (with test/): it is trained on and is that class's validation image as well,
     # so validation then measures how well the model fits it, not how well it generalises
-    train, val = holdout(y, target.val_fraction, rng, classes, "validation", str(folder), single=True)
+    train, val = holdout(y, target.val_fraction, rng, classes, "validation", str(folder), single=has_test)
     data = TargetData(x, y, train, val, x_test, y_test, classes)
     report = make_report(folder, data, f"folder, preprocess: {target.preprocess}", dict(read.sizes),
                          dict(read.modes), read.skipped, read.repeated)
     single = [name for c, name in enumerate(classes) if (y == c).sum() == 1]
     if single:
         report["validated_on_training_images"] = single
-    unlabelled = [folder / name for name in UNLABELLED if (folder / name).is_dir()]
-    if len(unlabelled) > 1:
-        raise PipelineError(f"{folder}: both unlabelled/ and unlabeled/; merge them into one")
     if unlabelled:
-        before = len(read.skipped)
-        found = sum(read.read(path, None, "unlabelled") is not None for path in files_under(unlabelled[0]))
-        report["skipped"], report["skipped_files"] = len(read.skipped), read.skipped[:LISTED]
-        report["unlabelled"] = {"folder": unlabelled[0].as_posix(), "read": found,
-                                "skipped": len(read.skipped) - before}
+        report["unlabelled"] = unlabelled
     return data, report
 
 
 def check_trackable(folder: Path) -> None:
-    """Refuse, before anything is written, what DVC cannot hash in `folder` (prepare's dependency): a link that
-    points nowhere or in a loop, a pipe, socket or device (DVC waits on a pipe for ever), an unreadable entry."""
+    """Refuse, before anything is written, what DVC cannot track in `folder` (prepare's dependency) and folder names
+    that would give images the wrong label: a link that points nowhere or in a loop, a link to a folder (DVC does
+    not follow it: a change inside would go unseen), a pipe, socket or device (DVC waits on a pipe for ever), an
+    unreadable entry, a name that is not UTF-8; test/ or unlabelled/ anywhere but beside the class folders."""
 
-    def refuse(path: object, problem: str) -> None:
-        raise PipelineError(f"{path}: {problem}; DVC could not track {folder}: remove or fix it")
+    def refuse(path: object, problem: str, fix: str = "DVC could not track the folder: remove or fix it") -> None:
+        shown = str(path) if str(path).isprintable() else repr(str(path))
+        raise PipelineError(f"{shown}: {problem}; {fix}")
 
     def unreadable(e: OSError) -> None:
         refuse(e.filename or folder, f"cannot read folder ({e.strerror})")
 
-    # Not through links to folders, as DVC: os.walk lists them with the folders and does not enter them
-    for parent, _, names in os.walk(folder, onerror=unreadable):
+    for parent, dirs, names in os.walk(folder, onerror=unreadable):
+        dirs[:] = [d for d in dirs if d not in NOT_HASHED]
+        where = Path(parent).relative_to(folder).parts
+        for name in dirs:
+            path = Path(parent, name)
+            if path.is_symlink():
+                refuse(path, "a link to a folder, which DVC does not follow", "copy the folder in instead")
+            if not where and name.casefold() in RESERVED and name not in RESERVED:
+                refuse(path, f"did you mean {name.casefold()}/?", "the reserved folder names are lowercase")
+            inside_class = (where and where[0] not in UNLABELLED and not where[0].startswith(".")
+                            and (where[0] != TEST_FOLDER or len(where) > 1))
+            if name.casefold() in UNLABELLED and where == (TEST_FOLDER,):
+                refuse(path, "test images need their labels",
+                       f"unlabelled images go in {folder / UNLABELLED[0]}, beside the class folders")
+            if name.casefold() in RESERVED and inside_class:
+                refuse(path, f"a {name}/ folder inside a class folder, whose images would take that class's label",
+                       "move it beside the class folders")
+        for name in [*dirs, *names]:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                refuse(Path(parent, name), "a name that is not valid UTF-8", "rename it")
         for name in names:
             path = Path(parent, name)
             try:
@@ -193,19 +213,11 @@ class FolderReader:
         in the training folders' order). `known`: the training classes, when `folder` is test/."""
         found: dict[str, Path] = {}
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            if entry.name.startswith(".") or (known is None and entry.is_dir() and entry.name in (TEST_FOLDER,
-                                                                                                   *UNLABELLED)):
+            if entry.name.startswith(".") or (known is None and entry.is_dir() and entry.name in RESERVED):
                 continue
-            if entry.is_dir() and entry.name in UNLABELLED:  # in test/
-                raise PipelineError(f"{entry.path}: test images need their labels; unlabelled images go in "
-                                    f"{self.root / UNLABELLED[0]}, beside the class folders, never in test/")
             if not entry.is_dir():
                 self.skip(Path(entry.path), "not in a class folder")
                 continue
-            try:
-                entry.name.encode("utf-8")
-            except UnicodeEncodeError:
-                raise PipelineError(f"{entry.path!r}: folder name is not valid UTF-8; rename it") from None
             name = unicodedata.normalize("NFC", entry.name)  # macOS writes names decomposed (NFD)
             if name in found:
                 raise PipelineError(f"{folder}: class folders '{found[name].name}' and '{entry.name}' are one name "
@@ -222,6 +234,17 @@ class FolderReader:
         if len(found) < 2:
             raise PipelineError(f"{folder}: one class folder ('{next(iter(found))}'); a classifier needs at least 2")
         return dict(sorted(found.items()))
+
+    def unlabelled(self, root: Path) -> dict | None:
+        """Read root/unlabelled/ (or unlabeled/), any layout inside; what was read and skipped, None without one."""
+        found = [root / name for name in UNLABELLED if (root / name).is_dir()]
+        if len(found) > 1:
+            raise PipelineError(f"{root}: both unlabelled/ and unlabeled/; merge them into one")
+        if not found:
+            return None
+        before = len(self.skipped)
+        read = sum(self.read(path, None, "unlabelled") is not None for path in files_under(found[0]))
+        return {"folder": found[0].as_posix(), "read": read, "skipped": len(self.skipped) - before}
 
     def skip(self, path: Path, reason: str) -> None:
         self.skipped.append({"file": path.as_posix(), "reason": reason})
@@ -241,7 +264,9 @@ class FolderReader:
                     labels.append(c)
                     found += 1
             if not found:
-                why = "is empty" if not any(files_under(class_dir)) else "has no usable image (see the skipped files)"
+                skipped = [s for s in self.skipped if s["file"].startswith(f"{class_dir.as_posix()}/")]
+                why = (f"has no usable image ({skipped[0]['file']}: {skipped[0]['reason']})" if skipped else
+                       "is empty")
                 fix = "add images or remove it" if split == "train" else "add test images of this class"
                 raise PipelineError(f"{class_dir}: {'test ' if split == 'test' else ''}class folder {why}; {fix}")
         x = np.stack(images) if images else np.zeros((0, self.size, self.size), np.uint8)
@@ -271,8 +296,8 @@ class FolderReader:
             if split == "unlabelled" and other_split == "test":
                 raise PipelineError(f"{path}: the same file as {other}, in test/ and unlabelled/; test images are "
                                     "never trained on: remove one")
-            if split == "unlabelled" and other_split == "train":
-                self.skip(path, f"the same file as {other}, which has a label")
+            if split == "unlabelled":  # a copy of a labelled image, or of another unlabelled one: counted once
+                self.skip(path, f"the same file as {other}" + (", which has a label" if other_split == "train" else ""))
                 return None
             if (other_class, other_split) != (name, split):
                 where = f"classes '{other_class}' and '{name}'" if other_class != name else "test/ and training"
